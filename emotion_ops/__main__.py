@@ -1,0 +1,3 @@
+from emotion_ops.cli import app
+
+app(prog_name="emotion-ops")

@@ -1,0 +1,264 @@
+"""The ``emotion-ops`` command line: one entry point for every stage of the stack."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Annotated
+
+import typer
+
+from emotion_ops.settings import Settings
+
+app = typer.Typer(
+    name="emotion-ops",
+    help="Train, promote and serve an emotion classifier, with MLflow registry and monitoring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DataOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Folder of train/validation/test files (CSV, JSONL or text;label), or a hub id. "
+        "Default: EMOTION_DATA_DIR, else data/emotion, else ../shared/data/emotion, else dair-ai/emotion.",
+    ),
+]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _user_errors(command):
+    """Turn the errors a user can fix into one clear line and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from emotion_ops.registry import RegistryError
+        from training.base_model import BaseModelError
+        from training.data import DataError
+
+        try:
+            return command(*args, **kwargs)
+        except (DataError, BaseModelError, RegistryError, ValueError) as error:
+            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@_user_errors
+def train(
+    data: DataOption = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            help="'auto' (distilbert-base-uncased if cached or the hub answers, else the offline "
+            "base), 'minilm-offline', a hub id, or a local model folder. Default: EMOTION_BASE_MODEL or auto."
+        ),
+    ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(help="'quick' (a few minutes on 2 cores) or 'full' (the reported numbers)."),
+    ] = "full",
+    epochs: Annotated[float | None, typer.Option(help="Override the profile's epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the profile's batch size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Override the profile's learning rate.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Override the max tokens per text.")] = None,
+    max_train_samples: Annotated[
+        int | None, typer.Option(help="Train on a random subset of this size.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many evaluations without a better val macro-F1.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    baseline: Annotated[bool, typer.Option(help="Also train and log the TF-IDF baseline run.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Fine-tune the classifier, log it to MLflow and register it with alias 'challenger'."""
+    _quiet_libraries()
+    from training.pipeline import train_and_register
+    from training.train import PROFILES
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile '{profile}'; choose from {sorted(PROFILES)}")
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "max_length": max_length,
+        "max_train_samples": max_train_samples,
+        "max_steps": max_steps,
+        "patience": patience,
+        "seed": seed,
+    }
+    config = PROFILES[profile].model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    config = type(config).model_validate(config.model_dump())  # re-check overridden values
+    settings = Settings()
+    outcome = train_and_register(
+        settings, config, data, base_model, with_baseline=baseline, progress=progress
+    )
+    _print_training(outcome)
+
+
+def _print_training(outcome) -> None:
+    test = outcome.evaluation
+    typer.echo(
+        f"registered {outcome.model_name} version {outcome.model_version} as 'challenger' "
+        f"(run {outcome.run_id}, base {outcome.base_model.name} [{outcome.base_model.origin}])"
+    )
+    typer.echo(
+        f"  test accuracy {test.accuracy:.4f}  macro-F1 {test.macro_f1:.4f}  "
+        f"training {outcome.train_seconds:.0f} s"
+    )
+    typer.echo("  per-class F1: " + "  ".join(f"{k} {v['f1']:.3f}" for k, v in test.per_class.items()))
+    if outcome.baseline:
+        typer.echo(
+            f"  baseline (TF-IDF + LR): accuracy {outcome.baseline.accuracy:.4f}  "
+            f"macro-F1 {outcome.baseline.macro_f1:.4f}"
+        )
+
+
+@app.command()
+@_user_errors
+def promote(
+    data: DataOption = None,
+    tolerance: Annotated[
+        float | None, typer.Option(help="Allowed macro-F1 drop vs the champion (0.005 = 0.5 pt).")
+    ] = None,
+    floor: Annotated[float | None, typer.Option(help="Minimum absolute macro-F1.")] = None,
+) -> None:
+    """Evaluate 'challenger' against 'champion' on the test set; move 'champion' if the gate passes.
+
+    Exits 1 when the gate refuses the challenger (the champion is left untouched).
+    """
+    _quiet_libraries()
+    from training.promote import promote as run_promotion
+
+    result = run_promotion(Settings(), data, tolerance, floor)
+    verdict = "PROMOTED" if result.decision.passed else "REFUSED"
+    typer.echo(f"{verdict}: version {result.challenger_version}: {result.decision.reason}")
+    if result.decision.passed:
+        before = result.previous_champion_version or "none"
+        typer.echo(f"champion is now version {result.challenger_version} (was {before})")
+    else:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def rollback() -> None:
+    """Move 'champion' back to the version it replaced."""
+    _quiet_libraries()
+    from training.promote import rollback as run_rollback
+
+    moved_from, moved_to = run_rollback(Settings())
+    typer.echo(f"champion moved back from version {moved_from} to version {moved_to}")
+
+
+@app.command()
+@_user_errors
+def models() -> None:
+    """List registered versions with their aliases and test metrics."""
+    _quiet_libraries()
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.promote import list_versions
+
+    settings = Settings()
+    rows = list_versions(settings)
+    if not rows:
+        typer.echo(f"no versions of '{settings.model_name}' registered in {settings.registry_uri}")
+        return
+    table = Table(title=f"{settings.model_name} @ {settings.registry_uri}")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    Console().print(table)
+
+
+@app.command("base-model")
+@_user_errors
+def base_model_command(
+    spec: Annotated[str, typer.Argument(help="'auto', 'minilm-offline', a hub id or a folder.")] = "auto",
+    check: Annotated[
+        bool,
+        typer.Option(help="For the offline base: compare its hidden states with the original BERT's."),
+    ] = False,
+) -> None:
+    """Show which pretrained encoder training would start from (building the offline one if needed)."""
+    _quiet_libraries()
+    from pathlib import Path
+
+    from training.base_model import (
+        OFFLINE_BASE_MODEL,
+        max_hidden_state_difference,
+        resolve_base_model,
+    )
+
+    base = resolve_base_model(spec, Settings().base_model_cache)
+    typer.echo(f"{base.name} [{base.origin}] at {base.path}")
+    if check and base.origin == OFFLINE_BASE_MODEL:
+        sentences = ["i feel so happy today", "this makes me furious", "i am scared of the dark"]
+        difference = max_hidden_state_difference(Path(base.path), sentences)
+        typer.echo(f"max |hidden state difference| vs all-MiniLM-L6-v2: {difference:.2e}")
+
+
+@app.command()
+@_user_errors
+def up(
+    data: DataOption = None,
+    profile: Annotated[str, typer.Option(help="Training profile when no champion exists yet.")] = "quick",
+) -> None:
+    """Bring the stack up on embedded defaults: train and promote a model if there is no champion.
+
+    Reports the registered champion afterwards.
+    """
+    _quiet_libraries()
+    from emotion_ops.registry import CHAMPION, connect, version_by_alias
+    from training.pipeline import train_and_register
+    from training.promote import promote as run_promotion
+    from training.train import PROFILES
+
+    settings = Settings()
+    champion = version_by_alias(connect(settings), settings.model_name, CHAMPION)
+    if champion is None:
+        typer.echo(f"no champion in {settings.registry_uri}: training one ({profile} profile)")
+        outcome = train_and_register(settings, PROFILES[profile], data)
+        _print_training(outcome)
+        result = run_promotion(settings, data)
+        typer.echo(
+            f"promotion: {'passed' if result.decision.passed else 'refused'}: {result.decision.reason}"
+        )
+        if not result.decision.passed:
+            raise typer.Exit(1)
+        champion = version_by_alias(connect(settings), settings.model_name, CHAMPION)
+    tags = champion.tags or {}
+    typer.echo(
+        f"champion: {settings.model_name} version {champion.version} "
+        f"(test accuracy {tags.get('test_accuracy', '?')}, macro-F1 {tags.get('test_macro_f1', '?')}, "
+        f"base {tags.get('base_model', '?')})"
+    )
+    typer.echo(f"registry: {settings.registry_uri}")
+
+
+def main() -> None:
+    app()

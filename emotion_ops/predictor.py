@@ -1,0 +1,102 @@
+"""Inference over a fine-tuned sequence classifier, independent of any serving framework.
+
+The label names come from the model's own ``config.id2label``, so whatever trained the model
+decides the labels and nothing downstream can disagree with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Prediction:
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+    truncated: bool
+    tokens: int
+
+
+class EmotionPredictor:
+    """Batched, length-sorted inference with a tokenizer and a sequence-classification model."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, max_length: int = 128, batch_size: int = 64):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        id2label = model.config.id2label
+        self.labels: tuple[str, ...] = tuple(id2label[index] for index in range(len(id2label)))
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, **kwargs) -> EmotionPredictor:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        return cls(model, tokenizer, **kwargs)
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities, one row per text, columns in ``self.labels`` order."""
+        probabilities, _ = self._forward(texts)
+        return probabilities
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        with torch.inference_mode():
+            probabilities, token_counts = self._forward(texts)
+        predictions = []
+        for row, tokens in zip(probabilities, token_counts, strict=True):
+            best = int(row.argmax())
+            predictions.append(
+                Prediction(
+                    emotion=self.labels[best],
+                    confidence=float(row[best]),
+                    probabilities={label: float(p) for label, p in zip(self.labels, row, strict=True)},
+                    truncated=tokens > self.max_length,
+                    tokens=min(tokens, self.max_length),
+                )
+            )
+        return predictions
+
+    def _forward(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32), []
+        # One untruncated tokenizer call: the full lengths say which texts lose tokens, and the
+        # ids are cut and padded here rather than by a second tokenizer pass.
+        encoded = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        token_counts = [len(ids) for ids in encoded]
+        # Sorting by length keeps padding per batch small; results go back in input order.
+        order = np.argsort(token_counts, kind="stable")
+        output = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            input_ids, attention_mask = pad_batch(
+                [encoded[i] for i in indices], self.tokenizer.pad_token_id, self.max_length
+            )
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            output[indices] = torch.softmax(logits.float(), dim=-1).numpy()
+        return output, token_counts
+
+
+def pad_batch(
+    sequences: list[list[int]], pad_id: int, max_length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest one (cut to ``max_length``) with a mask."""
+    width = max(len(ids) for ids in sequences)
+    if max_length:
+        width = min(width, max_length)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        if len(ids) > width:
+            # Keep the closing [SEP]: the model was trained on sequences that end with it.
+            ids = [*ids[: width - 1], ids[-1]]
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+    return input_ids, attention_mask

@@ -1,0 +1,81 @@
+"""MLflow tracking and Model Registry access shared by training, promotion and serving.
+
+Models are addressed by alias (``challenger``, ``champion``), never by registry stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from emotion_ops.model_artifact import ModelBundle
+from emotion_ops.settings import Settings
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+class RegistryError(RuntimeError):
+    """The registry lacks what was asked for; the message says what to do."""
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured tracking and registry stores and return a client."""
+    if settings.tracking_uri.startswith("sqlite:///"):
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+
+
+def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
+    """The experiment's id, creating it with artifacts under the configured root."""
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            return None
+        raise
+
+
+def download_version(client: MlflowClient, settings: Settings, version: ModelVersion) -> ModelBundle:
+    """Download one registered version (cached by version: versions never change)."""
+    target = settings.var_dir / "model-cache" / version.name / str(version.version)
+    if not (target / "MLmodel").is_file():
+        partial = target.with_name(target.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(partial)
+        )
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        partial.rename(target)
+    return ModelBundle(
+        name=version.name,
+        version=str(version.version),
+        local_dir=target,
+        aliases=tuple(version.aliases or ()),
+    )
+
+
+def load_bundle(client: MlflowClient, settings: Settings, alias: str = CHAMPION) -> ModelBundle:
+    version = version_by_alias(client, settings.model_name, alias)
+    if version is None:
+        raise RegistryError(
+            f"no model version of '{settings.model_name}' has alias '{alias}' in {settings.registry_uri}; "
+            "train one with 'emotion-ops train' and promote it with 'emotion-ops promote'"
+        )
+    return download_version(client, settings, version)

@@ -1,0 +1,90 @@
+"""Typed settings for every stage, read from the environment (prefix ``EMOTION_``) and ``.env``.
+
+The embedded defaults need nothing running: MLflow tracking and registry in SQLite under
+``var/``, artifacts as local files beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The dataset ships beside the project checkout on our machines; users point EMOTION_DATA_DIR
+# at their own copy or use the hub id instead.
+DATA_DIR_CANDIDATES = (Path("data/emotion"), Path("../shared/data/emotion"))
+HUB_DATASET_ID = "dair-ai/emotion"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EMOTION_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    var_dir: Path = Field(default=Path("var"), description="Root of all local state.")
+
+    # MLflow's own variable wins, so an existing MLflow setup keeps working unchanged.
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTION_MLFLOW_TRACKING_URI"),
+    )
+    mlflow_registry_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_REGISTRY_URI", "EMOTION_MLFLOW_REGISTRY_URI"),
+    )
+    artifact_root: str | None = Field(
+        default=None, description="Where new experiments store artifacts; default var/mlartifacts."
+    )
+    experiment_name: str = "emotion-classifier"
+    model_name: str = "emotion-classifier"
+
+    data: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EMOTION_DATA_DIR", "EMOTION_DATA"),
+        description="A folder of train/validation/test files, or a hub dataset id.",
+    )
+    base_model: str = Field(
+        default="auto",
+        description="'auto', 'minilm-offline', a hub id or a local folder.",
+    )
+
+    promotion_tolerance: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="Allowed macro-F1 drop vs champion (0.005 = 0.5 pt).",
+    )
+    promotion_floor: float = Field(
+        default=0.70, ge=0.0, le=1.0, description="Minimum absolute macro-F1 for any champion."
+    )
+
+    @field_validator("var_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.var_dir / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @property
+    def artifact_location(self) -> str:
+        return self.artifact_root or (self.var_dir / "mlartifacts").as_uri()
+
+    @property
+    def base_model_cache(self) -> Path:
+        return self.var_dir / "base-models"
+
+    def resolve_data_source(self) -> str:
+        """The data folder or hub id to train on: the setting, else the first local candidate."""
+        if self.data:
+            return self.data
+        for candidate in DATA_DIR_CANDIDATES:
+            if candidate.is_dir():
+                return str(candidate.resolve())
+        return HUB_DATASET_ID

@@ -1,0 +1,71 @@
+"""Small, fast stand-ins for real data and models, built in a temp folder so no test needs a hub."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+
+# Each emotion gets its own cue words, so a two-layer model learns the task in a few dozen steps.
+CUE_WORDS = {
+    "sadness": ["sad", "lonely", "gloomy"],
+    "joy": ["happy", "glad", "cheerful"],
+    "love": ["love", "adore", "cherish"],
+    "anger": ["angry", "furious", "mad"],
+    "fear": ["afraid", "scared", "nervous"],
+    "surprise": ["surprised", "amazed", "shocked"],
+}
+FILLER_WORDS = ["i", "feel", "so", "very", "today", "really", "am", "and", "the", "it"]
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_vocab(folder: Path) -> Path:
+    words = FILLER_WORDS + [word for cues in CUE_WORDS.values() for word in cues]
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(SPECIAL_TOKENS + sorted(set(words))) + "\n")
+    return path
+
+
+def make_tiny_base_model(folder: Path, seed: int = 0) -> Path:
+    """A random two-layer DistilBERT with a WordPiece vocab of the words the tiny data uses."""
+    import torch
+    from transformers import BertTokenizerFast, DistilBertConfig, DistilBertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_vocab(folder)
+    # from_pretrained reads vocab.txt the same way across transformers 4 and 5.
+    tokenizer = BertTokenizerFast.from_pretrained(folder, do_lower_case=True)
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=37,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    DistilBertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_rows(count: int, seed: int, labels: list[str] | None = None) -> pd.DataFrame:
+    rng = random.Random(seed)
+    labels = labels or list(CUE_WORDS)
+    rows = []
+    for index in range(count):
+        label = labels[index % len(labels)]
+        words = [*rng.sample(FILLER_WORDS, 3), rng.choice(CUE_WORDS[label])]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+def write_tiny_dataset(folder: Path, train: int = 240, validation: int = 60, test: int = 60) -> Path:
+    """train/validation/test CSVs with label names, in the dair-ai/emotion layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count, seed in (("train", train, 1), ("validation", validation, 2), ("test", test, 3)):
+        tiny_rows(count, seed).to_csv(folder / f"{split}.csv", index=False)
+    return folder

@@ -1,0 +1,234 @@
+"""Load the emotion dataset from a folder of split files or from the hub.
+
+A folder holds one file per split (``train``, ``validation`` or ``val``, ``test``) as CSV
+(``text,label``), JSONL (``{"text": ..., "label": ...}``) or the original ``text;label`` txt
+layout. Labels may be names or dair-ai/emotion's integer ids. Labels are sorted by name so that
+the id order is deterministic whatever order the data lists them in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+SPLITS = ("train", "validation", "test")
+SPLIT_FILE_STEMS = {
+    "train": ("train",),
+    "validation": ("validation", "val", "valid", "dev"),
+    "test": ("test",),
+}
+FILE_SUFFIXES = (".csv", ".jsonl", ".txt")
+# The hub's ClassLabel order for dair-ai/emotion: files that give integer labels use these ids.
+HUB_LABEL_NAMES = ("sadness", "joy", "love", "anger", "fear", "surprise")
+_MAX_ROWS_IN_MESSAGE = 5
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class EmotionDataset:
+    """Splits as DataFrames with columns ``text`` and ``label`` (label names)."""
+
+    splits: dict[str, pd.DataFrame]
+    labels: tuple[str, ...]
+    source: str
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: index for index, label in enumerate(self.labels)}
+
+    def texts(self, split: str) -> list[str]:
+        return self.splits[split]["text"].tolist()
+
+    def label_ids(self, split: str) -> list[int]:
+        label2id = self.label2id
+        return [label2id[label] for label in self.splits[split]["label"]]
+
+
+def load_emotion_dataset(
+    source: str | Path,
+    splits: Iterable[str] = SPLITS,
+    label_names: tuple[str, ...] = HUB_LABEL_NAMES,
+) -> EmotionDataset:
+    """Load the given splits from a folder or a hub dataset id and check them.
+
+    ``label_names`` maps integer labels to names (dair-ai/emotion's order by default).
+    The label set is taken from ``train`` when it is loaded, and every other split must stay
+    inside it.
+    """
+    splits = tuple(splits)
+    unknown_splits = set(splits) - set(SPLITS)
+    if unknown_splits:
+        raise DataError(f"unknown split(s) {sorted(unknown_splits)}; choose from {list(SPLITS)}")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        raw = {split: _read_split_file(_find_split_file(path, split)) for split in splits}
+        source_name = str(path.resolve())
+    elif path.exists():
+        raise DataError(f"{path} is a file; give the folder that holds the split files")
+    elif _looks_like_hub_id(str(source)):
+        raw, label_names = _load_from_hub(str(source), splits)
+        source_name = str(source)
+    else:
+        raise DataError(
+            f"data folder {path} does not exist; set EMOTION_DATA_DIR or pass --data "
+            f"(a folder of train/validation/test files, or a hub id like dair-ai/emotion)"
+        )
+
+    frames = {split: _normalise(frame, split, label_names) for split, frame in raw.items()}
+    reference_split = "train" if "train" in frames else splits[0]
+    labels = tuple(sorted(frames[reference_split]["label"].unique()))
+    if len(labels) < 2:
+        raise DataError(f"split '{reference_split}' has {len(labels)} label(s); need at least 2")
+    for split, frame in frames.items():
+        unknown = sorted(set(frame["label"]) - set(labels))
+        if unknown:
+            raise DataError(
+                f"split '{split}' has label(s) {unknown} that '{reference_split}' does not; "
+                f"known labels: {list(labels)}"
+            )
+    return EmotionDataset(splits=frames, labels=labels, source=source_name)
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
+
+
+def _find_split_file(folder: Path, split: str) -> Path:
+    for stem in SPLIT_FILE_STEMS[split]:
+        for suffix in FILE_SUFFIXES:
+            candidate = folder / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    expected = ", ".join(f"{SPLIT_FILE_STEMS[split][0]}{suffix}" for suffix in FILE_SUFFIXES)
+    raise DataError(f"missing split '{split}' in {folder}: expected one of {expected}")
+
+
+def _read_split_file(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif path.suffix == ".jsonl":
+            frame = _read_jsonl(path)
+        else:
+            frame = _read_semicolon_txt(path)
+    except DataError:
+        raise
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read {path}: {error}") from error
+    missing = {"text", "label"} - set(frame.columns)
+    if missing:
+        raise DataError(
+            f"{path} needs columns 'text' and 'label'; missing {sorted(missing)}, found {list(frame.columns)}"
+        )
+    return frame[["text", "label"]].assign(_line=_line_numbers(path, len(frame)))
+
+
+def _line_numbers(path: Path, count: int) -> list[int]:
+    # Line numbers in messages point at the file as a person sees it (CSV has a header line).
+    first = 2 if path.suffix == ".csv" else 1
+    return list(range(first, first + count))
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+    return pd.DataFrame(rows)
+
+
+def _read_semicolon_txt(path: Path) -> pd.DataFrame:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            text, separator, label = line.rpartition(";")
+            if not separator:
+                raise DataError(f"{path}:{number}: expected 'text;label', got {line[:60]!r}")
+            rows.append({"text": text, "label": label})
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def _load_from_hub(
+    dataset_id: str, splits: tuple[str, ...]
+) -> tuple[dict[str, pd.DataFrame], tuple[str, ...]]:
+    try:
+        import datasets
+    except ImportError as error:
+        raise DataError(
+            f"loading '{dataset_id}' from the hub needs the 'datasets' package: "
+            "pip install 'emotion-ops[hub]', or point EMOTION_DATA_DIR at a local folder"
+        ) from error
+    try:
+        loaded = datasets.load_dataset(dataset_id)
+    except Exception as error:  # the hub client raises many types; all mean "not reachable"
+        raise DataError(f"cannot load '{dataset_id}' from the hub: {error}") from error
+    names = tuple(loaded[splits[0]].features["label"].names)
+    frames = {}
+    for split in splits:
+        if split not in loaded:
+            raise DataError(f"hub dataset '{dataset_id}' has no split '{split}'")
+        frame = loaded[split].to_pandas()[["text", "label"]]
+        frames[split] = frame.assign(_line=range(1, len(frame) + 1))
+    return frames, names
+
+
+def _normalise(frame: pd.DataFrame, split: str, label_names: tuple[str, ...]) -> pd.DataFrame:
+    if frame.empty:
+        raise DataError(f"split '{split}' is empty")
+    texts = frame["text"]
+    not_text = ~texts.map(lambda value: isinstance(value, str))
+    if not_text.any():
+        raise DataError(f"split '{split}': non-text values at {_where(frame, not_text)}")
+    blank = texts.str.strip() == ""
+    if blank.any():
+        raise DataError(f"split '{split}': empty texts at {_where(frame, blank)}")
+    labels = frame["label"].map(lambda value: _label_name(value, label_names))
+    unknown = labels.isna()
+    if unknown.any():
+        raise DataError(
+            f"split '{split}': unknown label(s) {sorted(set(map(str, frame['label'][unknown])))} "
+            f"at {_where(frame, unknown)}; integer labels must be ids 0..{len(label_names) - 1} "
+            f"of {list(label_names)}"
+        )
+    return pd.DataFrame({"text": texts.str.strip(), "label": labels}).reset_index(drop=True)
+
+
+def _label_name(value: object, label_names: tuple[str, ...]) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float) and not pd.isna(value) and float(value).is_integer():
+        index = int(value)
+        return label_names[index] if 0 <= index < len(label_names) else None
+    if isinstance(value, str):
+        name = value.strip().lower()
+        if name.isdigit():
+            return _label_name(int(name), label_names)
+        return name or None
+    return None
+
+
+def _where(frame: pd.DataFrame, mask: pd.Series) -> str:
+    lines = frame.loc[mask, "_line"].tolist()
+    shown = ", ".join(f"line {line}" for line in lines[:_MAX_ROWS_IN_MESSAGE])
+    more = f" and {len(lines) - _MAX_ROWS_IN_MESSAGE} more" if len(lines) > _MAX_ROWS_IN_MESSAGE else ""
+    return shown + more

@@ -1,0 +1,187 @@
+"""Promotion behind a quality gate, rollback, and the registry listing.
+
+The gate is a pure function of scores and policy; ``promote`` only gathers the scores and
+records the decision on the challenger's model version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mlflow import MlflowClient
+
+from emotion_ops.model_artifact import ModelBundle
+from emotion_ops.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryError,
+    connect,
+    download_version,
+    version_by_alias,
+)
+from emotion_ops.settings import Settings
+from training.data import EmotionDataset, load_emotion_dataset
+from training.evaluate import Evaluation, evaluate
+
+PREVIOUS_CHAMPION_TAG = "promotion.previous_champion"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+
+
+def quality_gate(
+    challenger_macro_f1: float, champion_macro_f1: float | None, tolerance: float, floor: float
+) -> GateDecision:
+    """Pass when the challenger clears the absolute floor and is no more than ``tolerance``
+    below the champion (any challenger that clears the floor passes when there is no champion)."""
+    if challenger_macro_f1 < floor:
+        return GateDecision(False, f"macro-F1 {challenger_macro_f1:.4f} is below the floor {floor:.4f}")
+    if champion_macro_f1 is None:
+        return GateDecision(
+            True, f"first champion: macro-F1 {challenger_macro_f1:.4f} clears the floor {floor:.4f}"
+        )
+    margin = challenger_macro_f1 - champion_macro_f1
+    if margin < -tolerance:
+        return GateDecision(
+            False,
+            f"macro-F1 {challenger_macro_f1:.4f} is {-margin:.4f} below the champion's "
+            f"{champion_macro_f1:.4f} (tolerance {tolerance:.4f})",
+        )
+    return GateDecision(
+        True,
+        f"macro-F1 {challenger_macro_f1:.4f} vs champion {champion_macro_f1:.4f} "
+        f"({margin:+.4f}, tolerance {tolerance:.4f}; floor {floor:.4f})",
+    )
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    decision: GateDecision
+    challenger_version: str
+    previous_champion_version: str | None
+    challenger: Evaluation
+    champion: Evaluation | None
+
+
+def evaluate_bundle(bundle: ModelBundle, dataset: EmotionDataset, split: str = "test") -> Evaluation:
+    """Score a registered model on a split, matching labels by name (not by id)."""
+    predictor = bundle.predictor()
+    predicted = predictor.predict_proba(dataset.texts(split)).argmax(axis=1)
+    label2id = dataset.label2id
+    # A label the data does not know counts as a miss (-1), never as some other class.
+    predicted_ids = [label2id.get(predictor.labels[i], -1) for i in predicted]
+    return evaluate(dataset.label_ids(split), predicted_ids, dataset.labels)
+
+
+def promote(
+    settings: Settings,
+    data_source: str | None = None,
+    tolerance: float | None = None,
+    floor: float | None = None,
+    dataset: EmotionDataset | None = None,
+) -> PromotionResult:
+    """Evaluate ``challenger`` and ``champion`` on the test set and move ``champion`` on a pass.
+
+    The decision, scores, time and reason are written as tags on the challenger's version.
+    """
+    tolerance = settings.promotion_tolerance if tolerance is None else tolerance
+    floor = settings.promotion_floor if floor is None else floor
+    client = connect(settings)
+    name = settings.model_name
+    challenger = version_by_alias(client, name, CHALLENGER)
+    if challenger is None:
+        raise RegistryError(f"'{name}' has no '{CHALLENGER}' version; train one with 'emotion-ops train'")
+    champion = version_by_alias(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == str(challenger.version):
+        raise RegistryError(f"version {challenger.version} is already the champion; nothing to promote")
+
+    dataset = dataset or load_emotion_dataset(data_source or settings.resolve_data_source(), splits=("test",))
+    challenger_eval = evaluate_bundle(download_version(client, settings, challenger), dataset)
+    champion_eval = (
+        evaluate_bundle(download_version(client, settings, champion), dataset) if champion else None
+    )
+    decision = quality_gate(
+        challenger_eval.macro_f1,
+        champion_eval.macro_f1 if champion_eval else None,
+        tolerance,
+        floor,
+    )
+
+    tags = {
+        "promotion.decision": "passed" if decision.passed else "refused",
+        "promotion.reason": decision.reason,
+        "promotion.time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "promotion.test_accuracy": f"{challenger_eval.accuracy:.4f}",
+        "promotion.test_macro_f1": f"{challenger_eval.macro_f1:.4f}",
+        "promotion.champion_version": str(champion.version) if champion else "",
+        "promotion.champion_test_macro_f1": f"{champion_eval.macro_f1:.4f}" if champion_eval else "",
+        "promotion.tolerance": str(tolerance),
+        "promotion.floor": str(floor),
+    }
+    if decision.passed:
+        tags[PREVIOUS_CHAMPION_TAG] = str(champion.version) if champion else ""
+    _set_tags(client, name, challenger.version, tags)
+    if decision.passed:
+        client.set_registered_model_alias(name, CHAMPION, challenger.version)
+    return PromotionResult(
+        decision=decision,
+        challenger_version=str(challenger.version),
+        previous_champion_version=str(champion.version) if champion else None,
+        challenger=challenger_eval,
+        champion=champion_eval,
+    )
+
+
+def rollback(settings: Settings) -> tuple[str, str]:
+    """Move ``champion`` back to the version it replaced; returns (from, to)."""
+    client = connect(settings)
+    name = settings.model_name
+    champion = version_by_alias(client, name, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"'{name}' has no '{CHAMPION}'; there is nothing to roll back")
+    previous = champion.tags.get(PREVIOUS_CHAMPION_TAG, "")
+    if not previous:
+        raise RegistryError(
+            f"champion version {champion.version} replaced no earlier champion; cannot roll back"
+        )
+    client.get_model_version(name, previous)  # fails loudly if that version was deleted
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    _set_tags(
+        client,
+        name,
+        champion.version,
+        {"rollback.time": datetime.now(UTC).isoformat(timespec="seconds"), "rollback.to": previous},
+    )
+    return str(champion.version), previous
+
+
+def list_versions(settings: Settings) -> list[dict[str, str]]:
+    """One row per registered version, newest first, with aliases and test metrics."""
+    client = connect(settings)
+    versions = client.search_model_versions(f"name='{settings.model_name}'")
+    rows = []
+    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        tags = version.tags or {}
+        rows.append(
+            {
+                "version": str(version.version),
+                "aliases": ",".join(sorted(version.aliases or [])),
+                "test_accuracy": tags.get("test_accuracy", ""),
+                "test_macro_f1": tags.get("test_macro_f1", ""),
+                "base_model": tags.get("base_model", ""),
+                "promotion": tags.get("promotion.decision", ""),
+                "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime(
+                    "%Y-%m-%d %H:%M"
+                ),
+            }
+        )
+    return rows
+
+
+def _set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
