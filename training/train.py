@@ -30,26 +30,31 @@ log = logging.getLogger(__name__)
 class TrainingConfig(BaseModel):
     """Hyper-parameters of one fine-tuning run (all logged to MLflow)."""
 
-    epochs: float = Field(default=4.0, gt=0)
+    epochs: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=32, ge=1)
     eval_batch_size: int = Field(default=128, ge=1)
-    learning_rate: float = Field(default=1e-4, gt=0)
+    learning_rate: float = Field(default=1.5e-4, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
-    max_length: int = Field(default=128, ge=8)
+    # 99.85 % of dair-ai/emotion texts fit in 64 tokens; longer ones are cut and flagged.
+    max_length: int = Field(default=64, ge=8)
     seed: int = 42
     evals_per_epoch: int = Field(default=2, ge=1)
     patience: int = Field(default=3, ge=1, description="Evaluations without a better val macro-F1.")
     max_train_samples: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)
+    class_weighting: Literal["none", "sqrt_inverse"] = Field(
+        default="sqrt_inverse",
+        description="Loss weights per class; sqrt_inverse lifts rare classes (surprise, love) for macro-F1.",
+    )
     reference_size: int = Field(default=2000, ge=1, description="Validation rows kept for drift.")
 
 
 Profile = Literal["quick", "full"]
 # quick: the quickstart's few minutes on two cores; full: the reported numbers.
 PROFILES: dict[str, TrainingConfig] = {
-    "quick": TrainingConfig(epochs=1.0, max_train_samples=6000, max_length=64, evals_per_epoch=1),
+    "quick": TrainingConfig(epochs=1.0, evals_per_epoch=1),
     "full": TrainingConfig(),
 }
 
@@ -102,6 +107,9 @@ def fine_tune(
         texts = [texts[i] for i in keep]
         labels = [labels[i] for i in keep]
     encoded = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
+    loss_function = torch.nn.CrossEntropyLoss(
+        weight=class_weights(labels, len(dataset.labels), config.class_weighting)
+    )
 
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = max(1, round(steps_per_epoch * config.epochs))
@@ -135,7 +143,8 @@ def fine_tune(
             model.train()
             input_ids, attention_mask = pad_batch([encoded[i] for i in batch_indices], tokenizer.pad_token_id)
             target = torch.tensor([labels[i] for i in batch_indices])
-            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=target).loss
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            loss = loss_function(logits, target)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -188,6 +197,16 @@ def fine_tune(
         train_seconds=time.perf_counter() - started,
         history=history,
     )
+
+
+def class_weights(labels: list[int], num_labels: int, scheme: str) -> torch.Tensor | None:
+    """Per-class loss weights, normalised to mean 1 over the training rows."""
+    if scheme == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    weights = 1.0 / np.sqrt(np.maximum(counts, 1))
+    weights *= len(labels) / float((weights * counts).sum())
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
