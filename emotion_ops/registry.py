@@ -5,6 +5,7 @@ Models are addressed by alias (``challenger``, ``champion``), never by registry 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -27,8 +28,17 @@ def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured tracking and registry stores and return a client."""
     if settings.tracking_uri.startswith("sqlite:///"):
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # mlflow.set_tracking_uri / set_registry_uri also export MLFLOW_TRACKING_URI and
+    # MLFLOW_REGISTRY_URI, which Settings reads first: left there, they would pin every later
+    # Settings (and child process) to this store.
+    exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)
+    for name, user_value in exported.items():
+        if user_value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = user_value
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
