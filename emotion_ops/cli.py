@@ -222,16 +222,46 @@ def base_model_command(
         typer.echo(f"max |hidden state difference| vs all-MiniLM-L6-v2: {difference:.2e}")
 
 
+def _serve(settings: Settings) -> None:
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bentoml = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
+    command = [
+        bentoml,
+        "serve",
+        "service.service:EmotionService",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+    ]
+    typer.echo(
+        f"serving on http://{settings.host}:{settings.port} (page: /ui, API docs: /, metrics: /metrics)"
+    )
+    # The service reads its settings from the same environment; run from the project root so
+    # `service.service` resolves to this checkout.
+    raise typer.Exit(subprocess.call(command, cwd=Path(__file__).resolve().parents[1]))
+
+
+@app.command()
+@_user_errors
+def serve() -> None:
+    """Serve the registry champion over HTTP with BentoML (foreground; Ctrl-C stops it)."""
+    _serve(Settings())
+
+
 @app.command()
 @_user_errors
 def up(
     data: DataOption = None,
     profile: Annotated[str, typer.Option(help="Training profile when no champion exists yet.")] = "quick",
+    serve: Annotated[bool, typer.Option(help="Start the service once a champion exists.")] = True,
 ) -> None:
-    """Bring the stack up on embedded defaults: train and promote a model if there is no champion.
-
-    Reports the registered champion afterwards.
-    """
+    """Bring the stack up on embedded defaults: train and promote a model if there is no champion,
+    then serve it."""
     _quiet_libraries()
     from emotion_ops.registry import CHAMPION, connect, version_by_alias
     from training.pipeline import train_and_register
@@ -258,6 +288,8 @@ def up(
         f"base {tags.get('base_model', '?')})"
     )
     typer.echo(f"registry: {settings.registry_uri}")
+    if serve:
+        _serve(settings)
 
 
 def main() -> None:

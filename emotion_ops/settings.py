@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The dataset ships beside the project checkout on our machines; users point EMOTION_DATA_DIR
@@ -59,6 +59,29 @@ class Settings(BaseSettings):
         default=0.70, ge=0.0, le=1.0, description="Minimum absolute macro-F1 for any champion."
     )
 
+    # Serving.
+    host: str = Field(default="127.0.0.1", description="Interface the service binds.")
+    port: int = Field(default=3000, ge=1, le=65535, description="Service port (Grafana moves to 3001).")
+    model_alias: str = Field(default="champion", description="Registry alias the service serves.")
+    refresh_seconds: float = Field(default=30.0, gt=0, description="How often the alias is re-resolved.")
+    api_key: SecretStr | None = Field(default=None, description="Require x-api-key when set.")
+    max_batch_texts: int = Field(default=256, ge=1, description="Most texts in one /predict_batch.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest accepted request body.")
+    uncertain_below: float = Field(default=0.5, ge=0, le=1, description="Confidence under this is uncertain.")
+    batch_max_size: int = Field(default=64, ge=1, description="Most texts in one adaptive batch.")
+    # BentoML sheds requests (503) whose estimated wait passes this; it is a ceiling, not a wait.
+    batch_max_latency_ms: int = Field(default=10_000, ge=10)
+    quantize: bool = Field(default=False, description="Serve an int8 dynamically quantized model.")
+    torch_threads: int | None = Field(default=None, ge=1)
+
+    # Prediction log.
+    prediction_log_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in var/."
+    )
+    log_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of predictions logged.")
+    log_redact: bool = Field(default=False, description="Redact e-mails, phone numbers and URLs.")
+    log_queue_size: int = Field(default=10_000, ge=1)
+
     @field_validator("var_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -75,6 +98,14 @@ class Settings(BaseSettings):
     @property
     def artifact_location(self) -> str:
         return self.artifact_root or (self.var_dir / "mlartifacts").as_uri()
+
+    @property
+    def log_store_url(self) -> str:
+        return self.prediction_log_url or f"sqlite:///{self.var_dir / 'predictions.db'}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.var_dir / "prediction-spool"
 
     @property
     def base_model_cache(self) -> Path:

@@ -1,0 +1,122 @@
+"""The served model: resolves the registry alias, loads the version, and swaps in new champions.
+
+Framework-free so it can be tested without BentoML. A swap builds the new predictor completely
+before replacing one reference; requests that already hold the old ``ServedModel`` finish on it,
+so a promotion never fails or drops an in-flight request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from emotion_ops.predictor import EmotionPredictor
+from emotion_ops.registry import RegistryError, connect, download_version, version_by_alias
+from emotion_ops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    alias: str
+    base_model: str
+    labels: tuple[str, ...]
+    max_length: int
+    quantized: bool
+    test_metrics: dict = field(default_factory=dict)
+    predictor: EmotionPredictor | None = field(default=None, compare=False, repr=False)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "base_model": self.base_model,
+            "labels": list(self.labels),
+            "max_tokens": self.max_length,
+            "quantized": self.quantized,
+            "test_metrics": self.test_metrics,
+        }
+
+
+def quantize_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """int8 weights for every Linear layer, activations quantized on the fly (CPU inference)."""
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+class ChampionHolder:
+    """Holds the model behind ``settings.model_alias`` and keeps it current."""
+
+    def __init__(self, settings: Settings, on_swap=None):
+        self.settings = settings
+        self.client = connect(settings)
+        self.on_swap = on_swap or (lambda old, new: None)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.current: ServedModel = self._load_alias()
+        self.on_swap(None, self.current)
+
+    def _load_alias(self) -> ServedModel:
+        version = version_by_alias(self.client, self.settings.model_name, self.settings.model_alias)
+        if version is None:
+            raise RegistryError(
+                f"no version of '{self.settings.model_name}' has alias '{self.settings.model_alias}'; "
+                "train and promote one first ('emotion-ops up')"
+            )
+        return self._load_version(version)
+
+    def _load_version(self, version) -> ServedModel:
+        bundle = download_version(self.client, self.settings, version)
+        predictor = bundle.predictor()
+        if self.settings.quantize:
+            predictor.model = quantize_dynamic_int8(predictor.model)
+        card = bundle.card
+        test = card.get("test", {})
+        return ServedModel(
+            name=bundle.name,
+            version=bundle.version,
+            alias=self.settings.model_alias,
+            base_model=card.get("base_model", {}).get("name", "unknown"),
+            labels=predictor.labels,
+            max_length=predictor.max_length,
+            quantized=self.settings.quantize,
+            test_metrics={"accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1")},
+            predictor=predictor,
+        )
+
+    def refresh(self) -> bool:
+        """Re-resolve the alias; load and swap if it points elsewhere. True when swapped."""
+        with self._lock:
+            version = version_by_alias(self.client, self.settings.model_name, self.settings.model_alias)
+            if version is None or str(version.version) == self.current.version:
+                return False
+            new = self._load_version(version)
+            old, self.current = self.current, new
+        log.info("now serving %s version %s (was %s)", new.name, new.version, old.version)
+        self.on_swap(old, new)
+        return True
+
+    def start(self) -> None:
+        """Re-resolve every ``settings.refresh_seconds`` in a daemon thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="champion-refresh", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.refresh_seconds):
+            try:
+                self.refresh()
+            except Exception as error:  # a registry hiccup must not stop serving the current model
+                log.warning(
+                    "champion refresh failed, still serving version %s: %s", self.current.version, error
+                )

@@ -1,0 +1,46 @@
+"""Custom Prometheus metrics, defined once at import (BentoML serves them on /metrics).
+
+Labels are low-cardinality: emotion names, model versions and error types, never text.
+BentoML runs workers with prometheus_client's multiprocess mode, so gauges say how to combine
+values across processes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREDICTIONS = Counter(
+    "emotion_predictions_total", "Predicted texts by emotion and model version.", ["emotion", "model_version"]
+)
+CONFIDENCE = Histogram(
+    "emotion_prediction_confidence",
+    "Probability of the predicted emotion.",
+    ["model_version"],
+    buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+INPUT_TOKENS = Histogram(
+    "emotion_input_tokens",
+    "Tokens per input text (after truncation).",
+    buckets=(8, 16, 32, 48, 64, 96, 128, 256, 512),
+)
+TRUNCATED = Counter("emotion_truncated_total", "Texts cut to the model's maximum tokens.", ["model_version"])
+UNCERTAIN = Counter(
+    "emotion_uncertain_total", "Predictions under the confidence threshold.", ["model_version"]
+)
+ERRORS = Counter("emotion_errors_total", "Requests answered with an error, by type.", ["type"])
+MODEL_INFO = Gauge(
+    "emotion_model_info",
+    "The served model: 1 for the version being served.",
+    ["model_name", "model_version", "alias", "base_model", "quantized"],
+    multiprocess_mode="livemax",
+)
+FEEDBACK = Counter("emotion_feedback_total", "True labels received.", ["model_version"])
+FEEDBACK_CORRECT = Counter(
+    "emotion_feedback_correct_total", "True labels that matched the prediction.", ["model_version"]
+)
+LOG_QUEUE_DEPTH = Gauge(
+    "emotion_prediction_log_queue_depth", "Rows waiting to be written.", multiprocess_mode="livesum"
+)
+LOG_WRITE_FAILURES = Counter(
+    "emotion_prediction_log_write_failures_total", "Rows whose write failed (kept on local disk)."
+)

@@ -1,0 +1,315 @@
+"""BentoML wiring: the public API service and the batched model service behind it.
+
+``EmotionService`` (public) validates input, assigns request ids, exports metrics and logs each
+prediction. ``EmotionModel`` holds the registry champion and runs adaptive batches: concurrent
+requests' texts are merged into one forward pass. Inference itself lives in
+``emotion_ops.predictor``; this module only wires it to HTTP.
+
+Run: ``bentoml serve service.service:EmotionService`` (or ``emotion-ops serve``).
+"""
+
+import logging
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+from bentoml.exceptions import ServiceUnavailable
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import AfterValidator, BaseModel, Field
+
+from emotion_ops.settings import Settings
+from service.guard import RequestGuard
+from service.metrics import (
+    CONFIDENCE,
+    FEEDBACK,
+    FEEDBACK_CORRECT,
+    INPUT_TOKENS,
+    LOG_QUEUE_DEPTH,
+    LOG_WRITE_FAILURES,
+    MODEL_INFO,
+    PREDICTIONS,
+    TRUNCATED,
+    UNCERTAIN,
+)
+
+log = logging.getLogger(__name__)
+
+# Read once at import for what decorators need (limits, batching); models load in __init__.
+SETTINGS = Settings()
+MAX_BATCH_TEXTS = SETTINGS.max_batch_texts
+UI_PAGE = (Path(__file__).parent / "ui.html").read_text(encoding="utf-8")
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text must contain at least one non-whitespace character")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_not_blank), Field(description="The text to classify.")]
+
+
+class EmotionPrediction(BaseModel):
+    emotion: str = Field(description="The most likely emotion.")
+    confidence: float = Field(description="Probability of that emotion.")
+    all_emotions: dict[str, float] = Field(description="Probability of every emotion.")
+    uncertain: bool = Field(description="Confidence is under the service's threshold.")
+    truncated: bool = Field(description="The text had more tokens than the model reads; the rest was cut.")
+    tokens: int = Field(description="Tokens the model read.")
+    request_id: str = Field(description="Id for feedback and for the prediction log.")
+    model_name: str
+    model_version: str
+    model_alias: str
+    base_model: str
+    latency_ms: float
+
+
+class Feedback(BaseModel):
+    request_id: str = Field(min_length=1, max_length=64)
+    label: str = Field(min_length=1, max_length=100)
+
+
+@bentoml.service(name="emotion-model", workers=1, traffic={"timeout": 60})
+class EmotionModel:
+    """Internal: the champion model behind adaptive batching."""
+
+    def __init__(self) -> None:
+        import torch
+
+        from service.champion import ChampionHolder
+
+        settings = Settings()
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self.holder = ChampionHolder(settings, on_swap=_export_model_info)
+        self.holder.start()
+
+    @bentoml.api(
+        batchable=True, max_batch_size=SETTINGS.batch_max_size, max_latency_ms=SETTINGS.batch_max_latency_ms
+    )
+    def classify(self, texts: list[str]) -> list[dict]:
+        served = self.holder.current  # one model for the whole batch, even mid-swap
+        return [
+            {
+                "emotion": p.emotion,
+                "confidence": p.confidence,
+                "probabilities": p.probabilities,
+                "truncated": p.truncated,
+                "tokens": p.tokens,
+                "model_version": served.version,
+            }
+            for p in served.predictor.predict(texts)
+        ]
+
+    @bentoml.api
+    def describe(self) -> dict:
+        return self.holder.current.describe()
+
+    @bentoml.on_shutdown
+    def stop_refresh(self) -> None:
+        self.holder.stop()
+
+
+def _export_model_info(old, new) -> None:
+    if old is not None:
+        MODEL_INFO.labels(old.name, old.version, old.alias, old.base_model, str(old.quantized)).set(0)
+    MODEL_INFO.labels(new.name, new.version, new.alias, new.base_model, str(new.quantized)).set(1)
+
+
+web = FastAPI(title="emotion-ops extras", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@web.exception_handler(HTTPException)
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": error.detail}, status_code=error.status_code)
+
+
+@web.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    details = [{"loc": list(item.get("loc", ())), "msg": item.get("msg", "")} for item in error.errors()]
+    return JSONResponse({"error": "invalid request body", "detail": details}, status_code=400)
+
+
+@bentoml.service(name="emotion-service", traffic={"timeout": 60})
+@bentoml.asgi_app(web, path="/")
+class EmotionService:
+    """Emotion classification API over the registry champion."""
+
+    model = bentoml.depends(EmotionModel)
+
+    def __init__(self) -> None:
+        from monitoring.prediction_log import PredictionLogWriter, PredictionStore, spool_dir_for
+
+        self.settings = Settings()
+        self.store = PredictionStore.from_url(self.settings.log_store_url)
+        self.writer = PredictionLogWriter(
+            self.store,
+            spool_dir_for(self.settings.spool_dir, self.settings.log_store_url),
+            max_queue=self.settings.log_queue_size,
+            on_write_failure=LOG_WRITE_FAILURES.inc,
+            on_depth=LOG_QUEUE_DEPTH.set,
+        )
+        self._descriptions: dict[str, dict] = {}
+
+    @bentoml.on_shutdown
+    def flush_prediction_log(self) -> None:
+        self.writer.close()
+
+    @bentoml.api(route="/predict")
+    async def predict(self, text: Text) -> EmotionPrediction:
+        """Classify one text."""
+        return (await self._predict([text]))[0]
+
+    @bentoml.api(route="/predict_batch")
+    async def predict_batch(
+        self,
+        texts: Annotated[
+            list[Text],
+            Field(min_length=1, max_length=MAX_BATCH_TEXTS, description=f"1 to {MAX_BATCH_TEXTS} texts."),
+        ],
+    ) -> list[EmotionPrediction]:
+        """Classify several texts in one request."""
+        return await self._predict(texts)
+
+    async def _predict(self, texts: list[str]) -> list[EmotionPrediction]:
+        started = time.perf_counter()
+        results = await self._classify(texts)
+        latency_ms = (time.perf_counter() - started) * 1000
+        now = datetime.now(UTC)
+        predictions, rows = [], []
+        for text, result in zip(texts, results, strict=True):
+            model = await self._description(result["model_version"])
+            prediction = EmotionPrediction(
+                emotion=result["emotion"],
+                confidence=result["confidence"],
+                all_emotions=result["probabilities"],
+                uncertain=result["confidence"] < self.settings.uncertain_below,
+                truncated=result["truncated"],
+                tokens=result["tokens"],
+                # One id per text, even when adaptive batching merged it with other requests.
+                request_id=str(uuid.uuid4()),
+                model_name=model["name"],
+                model_version=model["version"],
+                model_alias=model["alias"],
+                base_model=model["base_model"],
+                latency_ms=round(latency_ms, 2),
+            )
+            _count(prediction)
+            predictions.append(prediction)
+            if self.settings.log_sample_rate >= 1 or random.random() < self.settings.log_sample_rate:
+                rows.append(self._log_row(text, prediction, now))
+        if rows:
+            self.writer.submit(rows)
+        LOG_QUEUE_DEPTH.set(self.writer.depth)
+        return predictions
+
+    async def _classify(self, texts: list[str]) -> list[dict]:
+        """Call the model service; retry once when a kept-alive connection was closed under us.
+
+        Classification has no side effects, so a retry is safe; a second failure means the
+        model service is down and the client gets a 503.
+        """
+        import aiohttp
+
+        for attempt in range(2):
+            try:
+                return await self.model.to_async.classify(texts)
+            except aiohttp.ClientConnectionError as error:
+                log.warning("model service connection failed (attempt %d): %s", attempt + 1, error)
+        raise ServiceUnavailable("the model service is unavailable; retry shortly")
+
+    def _log_row(self, text: str, prediction: EmotionPrediction, now: datetime) -> dict:
+        if self.settings.log_redact:
+            from monitoring.prediction_log import redact
+
+            text = redact(text)
+        return {
+            "id": prediction.request_id,
+            "created_at": now,
+            "model_name": prediction.model_name,
+            "model_version": prediction.model_version,
+            "text": text,
+            "emotion": prediction.emotion,
+            "confidence": prediction.confidence,
+            "probabilities": prediction.all_emotions,
+            "latency_ms": prediction.latency_ms,
+            "truncated": prediction.truncated,
+            "tokens": prediction.tokens,
+            "uncertain": prediction.uncertain,
+        }
+
+    async def _description(self, version: str | None = None) -> dict:
+        """The model service's description, cached per version (versions never change)."""
+        if version is None or version not in self._descriptions:
+            description = await self.model.to_async.describe()
+            self._descriptions[description["version"]] = description
+            if version is None:
+                return description
+        return self._descriptions.get(version) or await self.model.to_async.describe()
+
+    @web.get("/model")
+    async def model_info(self) -> dict:
+        """Name, version, alias, base model, labels and test metrics of the served model."""
+        return await self._description()
+
+    @web.get("/labels")
+    async def labels(self) -> dict:
+        """The emotions the served model predicts."""
+        description = await self._description()
+        return {"labels": description["labels"], "model_version": description["version"]}
+
+    @web.post("/feedback")
+    async def feedback(self, body: Feedback) -> dict:
+        """Store the true label for a logged prediction."""
+        description = await self._description()
+        if body.label not in description["labels"]:
+            raise HTTPException(400, f"unknown label '{body.label}'; expected one of {description['labels']}")
+        self.writer.flush(timeout=2.0)  # the prediction may still be queued
+        try:
+            row = self.store.get(body.request_id)
+            if row is not None:
+                self.store.record_feedback(body.request_id, body.label)
+        except Exception as error:
+            log.warning("feedback not stored: %s", error)
+            raise HTTPException(503, "the prediction log store is unavailable; retry later") from None
+        if row is None:
+            raise HTTPException(404, f"unknown request_id '{body.request_id}' (never logged, or sampled out)")
+        FEEDBACK.labels(row["model_version"]).inc()
+        correct = row["emotion"] == body.label
+        if correct:
+            FEEDBACK_CORRECT.labels(row["model_version"]).inc()
+        return {
+            "request_id": body.request_id,
+            "label": body.label,
+            "predicted": row["emotion"],
+            "correct": correct,
+        }
+
+    @web.get("/ui", response_class=HTMLResponse)
+    async def ui(self) -> HTMLResponse:
+        """A page to try the classifier by hand."""
+        return HTMLResponse(UI_PAGE)
+
+
+def _count(prediction: EmotionPrediction) -> None:
+    version = prediction.model_version
+    PREDICTIONS.labels(prediction.emotion, version).inc()
+    CONFIDENCE.labels(version).observe(prediction.confidence)
+    INPUT_TOKENS.observe(prediction.tokens)
+    if prediction.truncated:
+        TRUNCATED.labels(version).inc()
+    if prediction.uncertain:
+        UNCERTAIN.labels(version).inc()
+
+
+EmotionService.add_asgi_middleware(
+    RequestGuard,
+    api_key=SETTINGS.api_key.get_secret_value() if SETTINGS.api_key else None,
+    max_body_bytes=SETTINGS.max_body_bytes,
+)

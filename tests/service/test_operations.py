@@ -1,0 +1,201 @@
+"""Operations under traffic: champion swap, API key on/off, PostgreSQL log and its outage."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from mlflow import MlflowClient
+
+from emotion_ops.settings import Settings
+from tests.service.conftest import TINY_TRAINING, service_env
+from tests.utils.server import running_service
+from training.pipeline import train_and_register
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+class Traffic:
+    """Closed-loop clients sending /predict until stopped; records every outcome."""
+
+    def __init__(self, url: str, clients: int = 4):
+        self.url = url
+        self.stop = threading.Event()
+        self.outcomes: list[tuple[int, str | None, str]] = []
+        self.timings: list[tuple[float, float]] = []  # (sent, answered), same order as outcomes
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self):
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                sent = time.monotonic()
+                try:
+                    response = client.post(self.url + "/predict", json={"text": "i feel happy and glad"})
+                    body = response.json()
+                    outcome = (response.status_code, body.get("model_version"), body.get("request_id"))
+                except httpx.HTTPError as error:
+                    outcome = (0, None, repr(error))
+                self.outcomes.append(outcome)
+                self.timings.append((sent, time.monotonic()))
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def _wait_for(condition, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_alias_flip_under_traffic_fails_no_request(service_url, registry, tiny_base_model, tiny_data):
+    settings = Settings(var_dir=registry)
+    outcome = train_and_register(
+        settings, TINY_TRAINING, str(tiny_data), str(tiny_base_model), with_baseline=False, progress=False
+    )
+    assert httpx.get(service_url + "/model").json()["version"] == "1"
+    with Traffic(service_url) as traffic:
+        assert _wait_for(lambda: len(traffic.outcomes) >= 10, 30)  # traffic flows before the flip
+        MlflowClient(settings.tracking_uri).set_registered_model_alias(
+            settings.model_name, "champion", outcome.model_version
+        )
+        assert _wait_for(lambda: any(v == outcome.model_version for _, v, _ in traffic.outcomes[-20:]), 60)
+        time.sleep(1.0)
+    statuses = {status for status, _, _ in traffic.outcomes}
+    versions = [version for _, version, _ in traffic.outcomes]
+    assert statuses == {200}, [o for o in traffic.outcomes if o[0] != 200][:5]
+    assert "1" in versions and outcome.model_version in versions
+    # Once a request has been answered by the new version, no request sent later gets the old one.
+    swapped_at = min(
+        answered
+        for (_, version, _), (_, answered) in zip(traffic.outcomes, traffic.timings, strict=True)
+        if version == outcome.model_version
+    )
+    later = [
+        version
+        for (_, version, _), (sent, _) in zip(traffic.outcomes, traffic.timings, strict=True)
+        if sent > swapped_at
+    ]
+    assert later and set(later) == {outcome.model_version}
+    assert httpx.get(service_url + "/model").json()["version"] == outcome.model_version
+
+
+def test_api_key_required_when_set(registry, tmp_path):
+    key = "test-key-" + uuid.uuid4().hex
+    env = service_env(registry, EMOTION_API_KEY=key)
+    with running_service(env, tmp_path / "serve.log") as url:
+        assert httpx.post(url + "/predict", json={"text": "i am happy"}).status_code == 401
+        wrong = httpx.post(url + "/predict", json={"text": "i am happy"}, headers={"x-api-key": "nope"})
+        assert wrong.status_code == 401 and wrong.json() == {"error": "missing or invalid x-api-key header"}
+        ok = httpx.post(url + "/predict", json={"text": "i am happy"}, headers={"x-api-key": key})
+        assert ok.status_code == 200
+        assert httpx.get(url + "/model").status_code == 401
+        assert httpx.get(url + "/model", headers={"x-api-key": key}).status_code == 200
+        for open_path in ("/livez", "/readyz", "/metrics"):
+            assert httpx.get(url + open_path).status_code == 200
+    assert key not in (tmp_path / "serve.log").read_text()
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh database on the local PostgreSQL server, dropped afterwards."""
+    try:
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text("select 1"))
+    except Exception as error:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {error}")
+    name = "emotion_ops_" + uuid.uuid4().hex[:10]
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'create database "{name}"'))
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    _postgres("start")
+    admin.dispose()  # pooled connections died with the restart
+    _wait_for(_postgres_answers, 30)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'drop database if exists "{name}" with (force)'))
+    admin.dispose()
+
+
+def _postgres_answers() -> bool:
+    engine = sa.create_engine(POSTGRES_ADMIN_URL)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("select 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _postgres(action: str) -> None:
+    version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout.split()[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=False,
+        capture_output=True,
+    )
+
+
+def _count_rows(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("select count(*) from predictions")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_postgres_log_survives_a_database_outage(registry, postgres_database, tmp_path):
+    if not shutil.which("pg_ctlcluster"):
+        pytest.skip("pg_ctlcluster is not available to stop and start PostgreSQL")
+    env = service_env(registry, EMOTION_PREDICTION_LOG_URL=postgres_database)
+    with running_service(env, tmp_path / "serve.log") as url:
+        first = httpx.post(url + "/predict", json={"text": "i feel happy"}).json()
+        assert _wait_for(lambda: _count_rows(postgres_database) == 1, 20)
+
+        with Traffic(url, clients=2) as traffic:
+            time.sleep(1.0)
+            _postgres("stop")
+            time.sleep(4.0)  # predictions keep flowing while the database is down
+            during = len(traffic.outcomes)
+            _postgres("start")
+            assert _wait_for(_postgres_answers, 30)
+            time.sleep(1.0)
+        statuses = {status for status, _, _ in traffic.outcomes}
+        assert statuses == {200}
+        assert during > 0
+        sent = 1 + len(traffic.outcomes)
+        # Spooled rows are replayed once the database is back: none lost, none doubled.
+        assert _wait_for(lambda: _count_rows(postgres_database) == sent, 60, interval=1.0), (
+            _count_rows(postgres_database),
+            sent,
+        )
+        feedback = httpx.post(url + "/feedback", json={"request_id": first["request_id"], "label": "joy"})
+        assert feedback.status_code == 200
+    engine = sa.create_engine(postgres_database)
+    with engine.connect() as connection:
+        ids = {row[0] for row in connection.execute(sa.text("select id from predictions"))}
+        label = connection.execute(
+            sa.text("select feedback_label from predictions where id = :id"), {"id": first["request_id"]}
+        ).scalar_one()
+    engine.dispose()
+    assert {request_id for _, _, request_id in traffic.outcomes} | {first["request_id"]} == ids
+    assert label == "joy"

@@ -1,0 +1,49 @@
+"""The page a person uses, in a real headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+
+@pytest.fixture
+def browser():
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("Debian chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_page_classifies_a_sentence(service_url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(service_url + "/ui")
+    browser.find_element(By.ID, "text").send_keys("i am so scared and afraid")
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 20).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, "meta"), "model")
+    )
+    assert browser.find_element(By.ID, "meta").get_attribute("data-emotion") == "fear"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#bars .row")
+    assert len(rows) == 6
+    assert rows[0].get_attribute("data-emotion") == "fear"  # bars sorted, top first
+    assert browser.find_element(By.LINK_TEXT, "API docs").get_attribute("href").endswith("/")
