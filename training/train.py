@@ -152,7 +152,10 @@ def fine_tune(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", best_f1=f"{max(best_f1, 0):.3f}")
+            postfix = {"loss": f"{loss.item():.3f}"}
+            if history:
+                postfix["best_val_f1"] = f"{best_f1:.3f}"
+            bar.set_postfix(postfix)
 
             if step % eval_every == 0 or step == total_steps:
                 model.eval()
