@@ -8,6 +8,7 @@ requests' texts are merged into one forward pass. Inference itself lives in
 Run: ``bentoml serve service.service:EmotionService`` (or ``emotion-ops serve``).
 """
 
+import asyncio
 import logging
 import random
 import time
@@ -24,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from emotion_ops.settings import Settings
+from monitoring.prediction_log import PredictionLogWriter, PredictionStore, redact, spool_dir_for
 from service.guard import RequestGuard
 from service.metrics import (
     CONFIDENCE,
@@ -95,6 +97,13 @@ class EmotionModel:
     )
     def classify(self, texts: list[str]) -> list[dict]:
         served = self.holder.current  # one model for the whole batch, even mid-swap
+        # Each result names the model that made it, so a swap mid-request never mislabels one.
+        identity = {
+            "name": served.name,
+            "version": served.version,
+            "alias": served.alias,
+            "base_model": served.base_model,
+        }
         return [
             {
                 "emotion": p.emotion,
@@ -102,7 +111,7 @@ class EmotionModel:
                 "probabilities": p.probabilities,
                 "truncated": p.truncated,
                 "tokens": p.tokens,
-                "model_version": served.version,
+                "model": identity,
             }
             for p in served.predictor.predict(texts)
         ]
@@ -144,7 +153,6 @@ class EmotionService:
     model = bentoml.depends(EmotionModel)
 
     def __init__(self) -> None:
-        from monitoring.prediction_log import PredictionLogWriter, PredictionStore, spool_dir_for
 
         self.settings = Settings()
         self.store = PredictionStore.from_url(self.settings.log_store_url)
@@ -155,7 +163,6 @@ class EmotionService:
             on_write_failure=LOG_WRITE_FAILURES.inc,
             on_depth=LOG_QUEUE_DEPTH.set,
         )
-        self._descriptions: dict[str, dict] = {}
 
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
@@ -184,7 +191,7 @@ class EmotionService:
         now = datetime.now(UTC)
         predictions, rows = [], []
         for text, result in zip(texts, results, strict=True):
-            model = await self._description(result["model_version"])
+            model = result["model"]
             prediction = EmotionPrediction(
                 emotion=result["emotion"],
                 confidence=result["confidence"],
@@ -206,7 +213,6 @@ class EmotionService:
                 rows.append(self._log_row(text, prediction, now))
         if rows:
             self.writer.submit(rows)
-        LOG_QUEUE_DEPTH.set(self.writer.depth)
         return predictions
 
     async def _classify(self, texts: list[str]) -> list[dict]:
@@ -226,8 +232,6 @@ class EmotionService:
 
     def _log_row(self, text: str, prediction: EmotionPrediction, now: datetime) -> dict:
         if self.settings.log_redact:
-            from monitoring.prediction_log import redact
-
             text = redact(text)
         return {
             "id": prediction.request_id,
@@ -244,14 +248,9 @@ class EmotionService:
             "uncertain": prediction.uncertain,
         }
 
-    async def _description(self, version: str | None = None) -> dict:
-        """The model service's description, cached per version (versions never change)."""
-        if version is None or version not in self._descriptions:
-            description = await self.model.to_async.describe()
-            self._descriptions[description["version"]] = description
-            if version is None:
-                return description
-        return self._descriptions.get(version) or await self.model.to_async.describe()
+    async def _description(self) -> dict:
+        """What the model service serves now (name, version, alias, labels, test metrics)."""
+        return await self.model.to_async.describe()
 
     @web.get("/model")
     async def model_info(self) -> dict:
@@ -270,11 +269,9 @@ class EmotionService:
         description = await self._description()
         if body.label not in description["labels"]:
             raise HTTPException(400, f"unknown label '{body.label}'; expected one of {description['labels']}")
-        self.writer.flush(timeout=2.0)  # the prediction may still be queued
         try:
-            row = self.store.get(body.request_id)
-            if row is not None:
-                self.store.record_feedback(body.request_id, body.label)
+            # Blocking work (queue flush, database) runs in a thread, not on the event loop.
+            row = await asyncio.to_thread(self._store_feedback, body.request_id, body.label)
         except Exception as error:
             log.warning("feedback not stored: %s", error)
             raise HTTPException(503, "the prediction log store is unavailable; retry later") from None
@@ -290,6 +287,13 @@ class EmotionService:
             "predicted": row["emotion"],
             "correct": correct,
         }
+
+    def _store_feedback(self, request_id: str, label: str) -> dict | None:
+        self.writer.flush(timeout=2.0)  # the prediction may still be queued
+        row = self.store.get(request_id)
+        if row is not None:
+            self.store.record_feedback(request_id, label)
+        return row
 
     @web.get("/ui", response_class=HTMLResponse)
     async def ui(self) -> HTMLResponse:
