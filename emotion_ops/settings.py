@@ -13,7 +13,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The dataset ships beside the project checkout on our machines; users point EMOTION_DATA_DIR
 # at their own copy or use the hub id instead.
-DATA_DIR_CANDIDATES = (Path("data/emotion"), Path("../shared/data/emotion"))
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR_CANDIDATES = (
+    Path("data/emotion"),
+    Path("../shared/data/emotion"),
+    _PROJECT_ROOT.parent / "shared" / "data" / "emotion",  # beside the checkout, from any cwd
+)
 HUB_DATASET_ID = "dair-ai/emotion"
 
 

@@ -153,6 +153,10 @@ class PredictionLogWriter:
         self.store = store
         self.spool_dir = spool_dir
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        # A process that died mid-replay left its claimed file behind: hand it back to the queue
+        # of spooled files (a second replay is harmless, inserts skip ids already present).
+        for orphan in self.spool_dir.glob("*.replaying-*"):
+            orphan.rename(orphan.with_suffix(".jsonl"))
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval

@@ -75,3 +75,24 @@ def test_writer_spools_when_the_store_fails_and_replays_later(tmp_path):
     writer.close()
     assert not writer.spooled_files()
     assert failing.count() == 5
+
+
+def test_file_left_mid_replay_by_a_dead_process_is_replayed(tmp_path):
+    spool = tmp_path / "spool"
+    blocker = tmp_path / "db"
+    blocker.write_text("not a folder")  # the database cannot be opened: rows get spooled
+    first = PredictionLogWriter(PredictionStore(sa.create_engine(f"sqlite:///{blocker / 'log.db'}")), spool)
+    first.submit([_row(), _row()])
+    first.close()
+    blocker.unlink()
+    store = PredictionStore.from_url(f"sqlite:///{tmp_path / 'log.db'}")
+    (orphan,) = spool.glob("*.jsonl")
+    orphan.rename(orphan.with_suffix(".replaying-deadbeef"))  # what a crash mid-replay leaves
+
+    writer = PredictionLogWriter(store, spool, retry_interval=0.1)
+    deadline = time.monotonic() + 10
+    while store.count() < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    writer.close()
+    assert store.count() == 2
+    assert not list(spool.iterdir())
