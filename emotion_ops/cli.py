@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -290,6 +291,243 @@ def up(
     typer.echo(f"registry: {settings.registry_uri}")
     if serve:
         _serve(settings)
+
+
+def _parse_time(value: str | None, option: str):
+    """An ISO time (UTC when no zone is given) or a duration before now: 30m, 24h, 7d."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if value is None:
+        return None
+    relative = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip())
+    if relative:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[relative.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: float(relative.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{option} '{value}' is neither an ISO time (2026-11-22T08:00) nor a duration (30m, 24h, 7d)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _print_drift(result) -> None:
+    summary = result.summary()
+    counts = summary["counts"]
+    window = summary["window"]
+    span = f"{window['first_at'] or '-'} .. {window['last_at'] or '-'}"
+    typer.echo(
+        f"report {result.report_id}: {result.verdict.upper().replace('_', ' ')} "
+        f"(model {result.model_name} v{result.model_version}, {counts['window_rows']} rows, "
+        f"{counts['labelled_rows']} labelled, {span})"
+    )
+    if result.dataset_drift is None:
+        typer.echo(f"  the window has {counts['window_rows']} rows; a verdict needs {counts['min_rows']}")
+    else:
+        sampled = f" (a sample of {counts['analysed_rows']})" if counts["sampled"] else ""
+        typer.echo(
+            f"  drifted columns {len(summary['drifted_columns'])}/{len(result.columns)} "
+            f"= {result.drifted_share:.2f} (dataset drift at >= {result.policy.drift_share:.2f}){sampled}"
+        )
+        for column in result.columns:
+            mark = "DRIFT" if column.drifted else "ok"
+            typer.echo(
+                f"    {column.column:<17} {column.score:8.4f}  {column.method} "
+                f"(threshold {column.threshold})  {mark}"
+            )
+    if result.quality:
+        quality = result.quality
+        typer.echo(
+            f"  live accuracy {quality['accuracy']:.4f}  macro-F1 {quality['macro_f1']:.4f} "
+            f"on {quality['labelled_rows']} labels (reference {quality['reference_accuracy']:.4f} / "
+            f"{quality['reference_macro_f1']:.4f})"
+        )
+    for path in (result.html_path, result.quality_html_path):
+        if path:
+            typer.echo(f"  {path}")
+
+
+@app.command()
+@_user_errors
+def drift(
+    rows: Annotated[
+        int | None,
+        typer.Option("--rows", "-n", min=1, help="The last N rows (default EMOTION_DRIFT_WINDOW_ROWS)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Window start: an ISO time or a duration before now (24h, 7d).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Window end (exclusive), same forms as --since.")] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Model version whose traffic to analyse (default: the champion).")
+    ] = None,
+    push: Annotated[bool, typer.Option(help="Push the figures to EMOTION_PUSHGATEWAY_URL if set.")] = True,
+) -> None:
+    """Drift report of logged traffic against the model's reference sample (Evidently HTML + JSON)."""
+    _quiet_libraries()
+    from monitoring.monitor import run_drift
+
+    if rows and (since or until):
+        raise ValueError("give either --rows or --since/--until, not both")
+    window_start, window_end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    if window_start and window_end and window_start >= window_end:
+        raise ValueError("--since must be before --until")
+    _print_drift(run_drift(Settings(), rows, window_start, window_end, model_version, push))
+
+
+reports_app = typer.Typer(help="Review drift reports: list, show, acknowledge.", no_args_is_help=True)
+app.add_typer(reports_app, name="reports")
+
+
+@reports_app.command("list")
+@_user_errors
+def reports_list(
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    status: Annotated[
+        str | None, typer.Option(help="Only this status: open, acknowledged or retrain-triggered.")
+    ] = None,
+) -> None:
+    """Recent drift reports with their verdict and status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from monitoring.monitor import open_store
+    from monitoring.reports import STATUSES
+
+    if status and status not in STATUSES:
+        raise ValueError(f"unknown status '{status}'; choose from {list(STATUSES)}")
+    _, index = open_store(Settings())
+    rows = index.list(limit, status)
+    if not rows:
+        typer.echo("no drift reports yet; run 'emotion-ops drift'")
+        return
+    table = Table()
+    for column in (
+        "id",
+        "created",
+        "model",
+        "verdict",
+        "drifted",
+        "rows",
+        "labels",
+        "accuracy",
+        "status",
+        "decision",
+    ):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["created_at"].strftime("%Y-%m-%d %H:%M"),
+            f"v{row['model_version']}",
+            row["verdict"],
+            "" if row["drifted_share"] is None else f"{row['drifted_share']:.2f}",
+            str(row["window_rows"]),
+            str(row["labelled_rows"]),
+            "" if row["live_accuracy"] is None else f"{row['live_accuracy']:.3f}",
+            row["status"],
+            row["decision"] or "",
+        )
+    Console(width=160).print(table)
+
+
+@reports_app.command("show")
+@_user_errors
+def reports_show(report_id: Annotated[str, typer.Argument(help="Report id, or 'latest'.")]) -> None:
+    """One report's summary (JSON), review and trigger fields."""
+    import json
+
+    from monitoring.monitor import open_store
+    from monitoring.reports import ReportNotFound
+
+    _, index = open_store(Settings())
+    if report_id == "latest":
+        report = index.latest()
+        if report is None:
+            raise ValueError("no drift reports yet; run 'emotion-ops drift'")
+    else:
+        try:
+            report = index.get(report_id)
+        except ReportNotFound as error:
+            raise ValueError(str(error)) from None
+    review = {
+        key: (value.isoformat() if hasattr(value, "isoformat") else value)
+        for key, value in report.items()
+        if key
+        in {"status", "decision", "decision_reason", "action", "triggered_at", "acked_by", "acked_at", "note"}
+    }
+    typer.echo(json.dumps({**report["summary"], "review": review}, indent=2))
+
+
+@reports_app.command("ack")
+@_user_errors
+def reports_ack(
+    report_id: Annotated[str, typer.Argument(help="Report id.")],
+    note: Annotated[str | None, typer.Option(help="What you concluded.")] = None,
+    by: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER).")] = None,
+) -> None:
+    """Acknowledge a report: you reviewed it (a retrain-triggered report keeps that status)."""
+    import getpass
+
+    from monitoring.monitor import open_store
+    from monitoring.reports import ReportNotFound
+
+    _, index = open_store(Settings())
+    try:
+        report = index.acknowledge(report_id, by or getpass.getuser(), note)
+    except ReportNotFound as error:
+        raise ValueError(str(error)) from None
+    typer.echo(f"report {report_id}: {report['status']} by {report['acked_by']}")
+
+
+@app.command()
+@_user_errors
+def monitor(
+    once: Annotated[bool, typer.Option(help="Run one cycle and exit (for cron and CronJobs).")] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option(min=1, help="Seconds between cycles (default EMOTION_MONITOR_INTERVAL_SECONDS)."),
+    ] = None,
+) -> None:
+    """Drift report + retrain trigger, once or on a schedule (EMOTION_RETRAIN_MODE: local, webhook, off)."""
+    _quiet_libraries()
+    from monitoring.monitor import monitor_forever, monitor_once
+
+    settings = Settings()
+    if interval:
+        settings = settings.model_copy(update={"monitor_interval_seconds": interval})
+
+    def report(outcome) -> None:
+        _print_drift(outcome.result)
+        verdict = "RETRAIN" if outcome.decision.retrain else "hold"
+        typer.echo(f"  trigger: {verdict}: {outcome.decision.reason}")
+        if outcome.action:
+            typer.echo(f"  action: {outcome.action}")
+
+    if once:
+        report(monitor_once(settings))
+        return
+    typer.echo(f"monitoring every {settings.monitor_interval_seconds:.0f} s (Ctrl-C stops)")
+    with contextlib.suppress(KeyboardInterrupt):
+        monitor_forever(settings, on_outcome=report)
+
+
+@app.command()
+@_user_errors
+def retrain(
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Retrain on the data plus feedback from the log, register 'challenger' and run the gate
+    (what the monitor's local mode does; for a CI job answering the retrain webhook)."""
+    _quiet_libraries()
+    from monitoring.monitor import open_store
+    from monitoring.retrain import retrain_and_promote
+
+    settings = Settings()
+    store, _ = open_store(settings)
+    typer.echo(retrain_and_promote(settings, store, progress=progress))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ The embedded defaults need nothing running: MLflow tracking and registry in SQLi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -87,6 +88,34 @@ class Settings(BaseSettings):
     log_redact: bool = Field(default=False, description="Redact e-mails, phone numbers and URLs.")
     log_queue_size: int = Field(default=10_000, ge=1)
 
+    # Drift reports.
+    reports_dir: Path | None = Field(default=None, description="Where reports go; default var/reports.")
+    drift_window_rows: int = Field(default=1000, ge=1, description="Rows in a default drift window.")
+    drift_min_rows: int = Field(default=100, ge=1, description="Fewer rows: 'not enough data'.")
+    drift_sample_rows: int = Field(
+        default=20_000, ge=100, description="Most rows of a window that go into the Evidently report."
+    )
+    drift_share: float = Field(
+        default=0.25, gt=0, le=1, description="Dataset drift when this share of columns drifts."
+    )
+    drift_distance_threshold: float = Field(default=0.1, gt=0, le=1)
+    drift_text_threshold: float = Field(default=0.55, gt=0.5, le=1)
+    pushgateway_url: str | None = Field(default=None, description="host:port or URL of a Pushgateway.")
+
+    # Retrain trigger and the monitor loop.
+    monitor_interval_seconds: float = Field(default=3600, gt=0)
+    retrain_mode: Literal["off", "local", "webhook"] = "local"
+    retrain_webhook_url: str | None = None
+    retrain_webhook_token: SecretStr | None = None
+    live_accuracy_floor: float = Field(default=0.85, ge=0, le=1)
+    retrain_min_new_labels: int = Field(default=200, ge=0)
+    retrain_cooldown_hours: float = Field(default=24.0, ge=0)
+    retrain_holdout_share: float = Field(default=0.2, ge=0, lt=1)
+    retrain_profile: str = Field(default="quick", description="Training profile for retraining.")
+    retrain_config: dict[str, Any] = Field(
+        default_factory=dict, description='JSON overrides of the profile, e.g. {"epochs": 2}.'
+    )
+
     @field_validator("var_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -107,6 +136,10 @@ class Settings(BaseSettings):
     @property
     def log_store_url(self) -> str:
         return self.prediction_log_url or f"sqlite:///{self.var_dir / 'predictions.db'}"
+
+    @property
+    def reports_root(self) -> Path:
+        return self.reports_dir or self.var_dir / "reports"
 
     @property
     def spool_dir(self) -> Path:

@@ -21,11 +21,12 @@ import bentoml
 from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from emotion_ops.settings import Settings
 from monitoring.prediction_log import PredictionLogWriter, PredictionStore, redact, spool_dir_for
+from monitoring.reports import ReportIndex, ReportNotFound
 from service.guard import RequestGuard
 from service.metrics import (
     CONFIDENCE,
@@ -46,6 +47,20 @@ log = logging.getLogger(__name__)
 SETTINGS = Settings()
 MAX_BATCH_TEXTS = SETTINGS.max_batch_texts
 UI_PAGE = (Path(__file__).parent / "ui.html").read_text(encoding="utf-8")
+REPORT_FIELDS = (
+    "id",
+    "created_at",
+    "model_version",
+    "verdict",
+    "drifted_share",
+    "window_rows",
+    "labelled_rows",
+    "live_accuracy",
+    "status",
+    "decision",
+    "decision_reason",
+    "action",
+)
 
 
 def _not_blank(text: str) -> str:
@@ -163,6 +178,7 @@ class EmotionService:
             on_write_failure=LOG_WRITE_FAILURES.inc,
             on_depth=LOG_QUEUE_DEPTH.set,
         )
+        self._reports: ReportIndex | None = None
 
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
@@ -294,6 +310,59 @@ class EmotionService:
         if row is not None:
             self.store.record_feedback(request_id, label)
         return row
+
+    @web.get("/reports")
+    async def reports(self, limit: int = 20) -> dict:
+        """The latest drift reports (verdict, status, trigger decision), newest first."""
+        limit = max(1, min(limit, 200))
+        try:
+            rows = await asyncio.to_thread(lambda: self._report_index().list(limit))
+        except Exception as error:
+            log.warning("report index unavailable: %s", error)
+            raise HTTPException(503, "the report index is unavailable; retry later") from None
+        return {"reports": [{key: row[key] for key in REPORT_FIELDS} for row in rows]}
+
+    @web.get("/reports/{report_id}")
+    async def report(self, report_id: str):
+        """A drift report's Evidently page ('latest' for the newest); its JSON summary when the
+        page's file is not on this host (the monitor job may run elsewhere)."""
+        try:
+            row = await asyncio.to_thread(self._find_report, report_id)
+        except Exception as error:
+            log.warning("report index unavailable: %s", error)
+            raise HTTPException(503, "the report index is unavailable; retry later") from None
+        if row is None:
+            raise HTTPException(
+                404, f"no drift report '{report_id}'; the monitor job has not written one yet"
+            )
+        html = row["html_path"] and Path(row["html_path"])
+        if html and html.is_file():
+            return FileResponse(html, media_type="text/html")
+        return JSONResponse(
+            {
+                **row["summary"],
+                "status": row["status"],
+                "decision": row["decision"],
+                "decision_reason": row["decision_reason"],
+                "action": row["action"],
+            }
+        )
+
+    def _find_report(self, report_id: str) -> dict | None:
+        index = self._report_index()
+        if report_id == "latest":
+            return index.latest()
+        try:
+            return index.get(report_id)
+        except ReportNotFound:
+            return None
+
+    def _report_index(self) -> ReportIndex:
+        if self._reports is None:
+            index = ReportIndex(self.store.engine)
+            index.create_schema()
+            self._reports = index
+        return self._reports
 
     @web.get("/ui", response_class=HTMLResponse)
     async def ui(self) -> HTMLResponse:

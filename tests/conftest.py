@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils.binaries import running_pushgateway
 from tests.utils.factories import make_tiny_base_model, write_tiny_dataset
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -42,3 +43,10 @@ def emotion_data_dir() -> Path:
     if not path.is_dir():
         pytest.skip("the real dataset is not beside this checkout (../shared/data/emotion)")
     return path
+
+
+@pytest.fixture(scope="session")
+def pushgateway_url(tmp_path_factory: pytest.TempPathFactory):
+    """A real Pushgateway (Debian's prometheus-pushgateway) on a free loopback port."""
+    with running_pushgateway(tmp_path_factory.mktemp("pushgateway")) as url:
+        yield url

@@ -8,25 +8,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
-from typer.testing import CliRunner
 
-from emotion_ops.cli import app
 from emotion_ops.registry import CHALLENGER, CHAMPION
-from emotion_ops.settings import Settings
+from tests.utils.cli import cli, registry_client
 
 MODEL = "emotion-classifier"
-
-
-def cli(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result
-
-
-def client() -> MlflowClient:
-    settings = Settings()
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+client = registry_client
 
 
 @pytest.fixture

@@ -1,0 +1,406 @@
+"""Drift of logged traffic against the reference sample registered with the model.
+
+One run reads a window of the prediction log (the last N rows, or a time range) for one model
+version, and compares it with that version's ``reference.parquet`` in an Evidently report:
+
+- ``text``: Evidently's text domain classifier (ROC AUC of telling current from reference);
+- offline text descriptors: character length, word count, sentence count, non-letter share;
+- ``emotion``: the predicted-label distribution;
+- ``confidence``: the top-class probability.
+
+Numerical and categorical columns use the Jensen-Shannon distance on both sides' histograms: it
+is bounded in [0, 1], does not become hypersensitive on large windows as p-values do, and stays
+defined when the reference has no variance (dair-ai/emotion's texts have no punctuation, so its
+non-letter share is always 0).
+
+Memory stays bounded however large the window: rows are streamed from the store in chunks;
+exact counts (rows, predicted labels, feedback confusion) are kept over the whole window, and a
+uniform reservoir sample of at most ``sample_rows`` rows goes into the Evidently report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from monitoring.prediction_log import PredictionStore, predictions
+
+log = logging.getLogger(__name__)
+
+TEXT = "text"
+EMOTION = "emotion"
+CONFIDENCE = "confidence"
+DESCRIPTOR_COLUMNS = ("text_length", "word_count", "sentence_count", "non_letter_share")
+MONITORED_COLUMNS = (TEXT, *DESCRIPTOR_COLUMNS, EMOTION, CONFIDENCE)
+DISTANCE_METHOD = "jensenshannon"
+VERDICT_DRIFT = "drift"
+VERDICT_NO_DRIFT = "no_drift"
+VERDICT_NOT_ENOUGH_DATA = "not_enough_data"
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """How drift is decided: thresholds per column kind and the dataset-level share."""
+
+    drift_share: float = 0.25  # dataset drift when at least this share of columns drift (2 of 7)
+    distance_threshold: float = 0.1  # Jensen-Shannon distance for descriptors, emotion, confidence
+    text_method: str = "abs_text_content_drift"  # domain classifier ROC AUC vs a fixed threshold
+    text_threshold: float = 0.55
+    min_rows: int = 100
+    sample_rows: int = 20_000
+
+
+@dataclass(frozen=True)
+class TrafficWindow:
+    """Which logged rows a run looks at: the last ``rows`` of ``model_version``, or a time range."""
+
+    model_version: str
+    rows: int | None = 1000
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def describe(self) -> dict:
+        kind = "time_range" if self.since or self.until else "last_rows"
+        return {
+            "kind": kind,
+            "model_version": self.model_version,
+            "rows_requested": self.rows if kind == "last_rows" else None,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+@dataclass
+class WindowSample:
+    """What one streaming pass over a window keeps: exact counts and a bounded sample."""
+
+    sample: pd.DataFrame
+    total_rows: int
+    labelled_rows: int
+    emotion_counts: Counter
+    confusion: Counter  # (true label, predicted label) -> count, over labelled rows
+    first_at: datetime | None
+    last_at: datetime | None
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.sample) < self.total_rows
+
+
+def read_window(
+    store: PredictionStore, window: TrafficWindow, sample_rows: int, chunk_rows: int = 5000, seed: int = 0
+) -> WindowSample:
+    """Stream the window from the store, keeping exact counts and a reservoir sample."""
+    query = sa.select(
+        predictions.c.created_at,
+        predictions.c.text,
+        predictions.c.emotion,
+        predictions.c.confidence,
+        predictions.c.feedback_label,
+    ).where(predictions.c.model_version == window.model_version)
+    if window.since:
+        query = query.where(predictions.c.created_at >= window.since)
+    if window.until:
+        query = query.where(predictions.c.created_at < window.until)
+    query = query.order_by(predictions.c.created_at.desc())
+    if window.rows and not (window.since or window.until):
+        query = query.limit(window.rows)
+
+    rng = random.Random(seed)
+    reservoir: list[tuple] = []
+    emotion_counts: Counter = Counter()
+    confusion: Counter = Counter()
+    total = labelled = 0
+    first_at = last_at = None
+    with store.engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
+        for chunk in result.partitions(chunk_rows):
+            for created_at, text, emotion, confidence, feedback_label in chunk:
+                total += 1
+                emotion_counts[emotion] += 1
+                if feedback_label is not None:
+                    labelled += 1
+                    confusion[(feedback_label, emotion)] += 1
+                last_at = last_at or created_at  # newest first
+                first_at = created_at
+                row = (text, emotion, float(confidence))
+                # Algorithm R: every row of the window ends up in the sample with equal chance.
+                if len(reservoir) < sample_rows:
+                    reservoir.append(row)
+                else:
+                    slot = rng.randrange(total)
+                    if slot < sample_rows:
+                        reservoir[slot] = row
+    sample = pd.DataFrame(reservoir, columns=[TEXT, EMOTION, CONFIDENCE])
+    return WindowSample(sample, total, labelled, emotion_counts, confusion, first_at, last_at)
+
+
+def classification_scores(confusion: Counter, labels: tuple[str, ...]) -> dict[str, float]:
+    """Accuracy and macro-F1 from (true, predicted) counts; macro over labels seen either side."""
+    total = sum(confusion.values())
+    correct = sum(count for (truth, predicted), count in confusion.items() if truth == predicted)
+    seen = sorted({label for pair in confusion for label in pair} | set(labels))
+    f1s = []
+    for label in seen:
+        tp = confusion.get((label, label), 0)
+        fp = sum(c for (t, p), c in confusion.items() if p == label and t != label)
+        fn = sum(c for (t, p), c in confusion.items() if t == label and p != label)
+        if tp + fp + fn == 0:
+            continue  # a label absent from both truth and prediction does not count
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {
+        "accuracy": correct / total if total else math.nan,
+        "macro_f1": sum(f1s) / len(f1s) if f1s else math.nan,
+    }
+
+
+@dataclass
+class ColumnDrift:
+    column: str
+    score: float
+    method: str
+    threshold: float
+    drifted: bool
+
+
+@dataclass
+class DriftResult:
+    """The verdict of one run; ``summary()`` is the JSON that goes beside the HTML report."""
+
+    report_id: str
+    created_at: datetime
+    model_name: str
+    model_version: str
+    window: dict
+    verdict: str
+    policy: DriftPolicy
+    window_rows: int
+    analysed_rows: int
+    reference_rows: int
+    labelled_rows: int
+    columns: list[ColumnDrift] = field(default_factory=list)
+    drifted_share: float | None = None
+    emotion_share: dict = field(default_factory=dict)
+    quality: dict | None = None
+    html_path: str | None = None
+    quality_html_path: str | None = None
+    duration_seconds: float = 0.0
+
+    @property
+    def dataset_drift(self) -> bool | None:
+        if self.verdict == VERDICT_NOT_ENOUGH_DATA:
+            return None
+        return self.verdict == VERDICT_DRIFT
+
+    @property
+    def live_accuracy(self) -> float | None:
+        return self.quality["accuracy"] if self.quality else None
+
+    def summary(self) -> dict:
+        return {
+            "report_id": self.report_id,
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+            "model": {"name": self.model_name, "version": self.model_version},
+            "window": self.window,
+            "verdict": self.verdict,
+            "dataset_drift": self.dataset_drift,
+            "drift_share_threshold": self.policy.drift_share,
+            "drifted_columns": [c.column for c in self.columns if c.drifted],
+            "drifted_share": self.drifted_share,
+            "columns": {
+                c.column: {
+                    "score": c.score,
+                    "method": c.method,
+                    "threshold": c.threshold,
+                    "drifted": c.drifted,
+                }
+                for c in self.columns
+            },
+            "counts": {
+                "window_rows": self.window_rows,
+                "analysed_rows": self.analysed_rows,
+                "sampled": self.analysed_rows < self.window_rows,
+                "reference_rows": self.reference_rows,
+                "labelled_rows": self.labelled_rows,
+                "min_rows": self.policy.min_rows,
+            },
+            "emotion_share": self.emotion_share,
+            "quality": self.quality,
+            "html": self.html_path,
+            "quality_html": self.quality_html_path,
+            "duration_seconds": round(self.duration_seconds, 2),
+        }
+
+
+def _descriptors():
+    # Offline only: Evidently's Sentiment and OOV descriptors call nltk.download.
+    from evidently.descriptors import NonLetterCharacterPercentage, SentenceCount, TextLength, WordCount
+
+    return [
+        TextLength(TEXT, alias="text_length"),
+        WordCount(TEXT, alias="word_count"),
+        SentenceCount(TEXT, alias="sentence_count"),
+        NonLetterCharacterPercentage(TEXT, alias="non_letter_share"),
+    ]
+
+
+def _column_rule(column: str, policy: DriftPolicy) -> tuple[str, float]:
+    if column == TEXT:
+        return policy.text_method, policy.text_threshold
+    return DISTANCE_METHOD, policy.distance_threshold
+
+
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, policy: DriftPolicy):
+    """Run the Evidently drift report; returns (snapshot, per-column results, drifted share)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(
+        text_columns=[TEXT], numerical_columns=[CONFIDENCE], categorical_columns=[EMOTION]
+    )
+    methods = {column: _column_rule(column, policy) for column in MONITORED_COLUMNS}
+    preset = DataDriftPreset(
+        columns=list(MONITORED_COLUMNS),
+        drift_share=policy.drift_share,
+        per_column_method={column: method for column, (method, _) in methods.items()},
+        per_column_threshold={column: threshold for column, (_, threshold) in methods.items()},
+    )
+    columns = [TEXT, EMOTION, CONFIDENCE]
+    with warnings.catch_warnings():
+        # Constant descriptor columns (every reference text is one sentence) make numpy warn.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference_data = Dataset.from_pandas(
+            reference[columns].reset_index(drop=True), data_definition=definition, descriptors=_descriptors()
+        )
+        current_data = Dataset.from_pandas(
+            current[columns].reset_index(drop=True), data_definition=definition, descriptors=_descriptors()
+        )
+        snapshot = Report([preset]).run(current_data, reference_data)
+
+    results: list[ColumnDrift] = []
+    share = None
+    for metric in snapshot.dict()["metrics"]:
+        config = metric.get("config", {})
+        kind = config.get("type", "")
+        if kind.endswith(":ValueDrift"):
+            column = config["column"]
+            method, threshold = methods[column]
+            score = float(metric["value"])
+            results.append(ColumnDrift(column, score, method, threshold, score >= threshold))
+        elif kind.endswith(":DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+    order = {column: index for index, column in enumerate(MONITORED_COLUMNS)}
+    results.sort(key=lambda c: order[c.column])
+    return snapshot, results, share
+
+
+def quality_report(reference: pd.DataFrame, labelled: pd.DataFrame, labels: tuple[str, ...]):
+    """Evidently's classification report: labelled traffic against the reference sample."""
+    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset
+
+    definition = DataDefinition(
+        categorical_columns=["label", EMOTION],
+        classification=[MulticlassClassification(target="label", prediction_labels=EMOTION)],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Report([ClassificationPreset()]).run(
+            Dataset.from_pandas(
+                labelled[["label", EMOTION]].reset_index(drop=True), data_definition=definition
+            ),
+            Dataset.from_pandas(
+                reference[["label", EMOTION]].reset_index(drop=True), data_definition=definition
+            ),
+        )
+
+
+def share(counts: Counter | pd.Series) -> dict[str, float]:
+    total = sum(counts.values()) if isinstance(counts, Counter) else int(counts.sum())
+    items = counts.items()
+    return {str(label): round(count / total, 4) for label, count in sorted(items)} if total else {}
+
+
+def analyse(
+    store: PredictionStore,
+    window: TrafficWindow,
+    reference: pd.DataFrame,
+    labels: tuple[str, ...],
+    model_name: str,
+    policy: DriftPolicy,
+    output_dir: Path,
+) -> DriftResult:
+    """One drift run: read the window, decide, write the HTML report(s) and the JSON summary."""
+    started = time.perf_counter()
+    created_at = datetime.now(UTC)
+    report_id = f"{created_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    window_data = read_window(store, window, policy.sample_rows)
+    result = DriftResult(
+        report_id=report_id,
+        created_at=created_at,
+        model_name=model_name,
+        model_version=window.model_version,
+        window={
+            **window.describe(),
+            "first_at": window_data.first_at.isoformat() if window_data.first_at else None,
+            "last_at": window_data.last_at.isoformat() if window_data.last_at else None,
+        },
+        verdict=VERDICT_NOT_ENOUGH_DATA,
+        policy=policy,
+        window_rows=window_data.total_rows,
+        analysed_rows=len(window_data.sample),
+        reference_rows=len(reference),
+        labelled_rows=window_data.labelled_rows,
+        emotion_share={
+            "current": share(window_data.emotion_counts),
+            "reference": share(reference[EMOTION].value_counts()),
+        },
+    )
+    run_dir = output_dir / report_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    if window_data.labelled_rows:
+        reference_scores = classification_scores(
+            Counter(zip(reference["label"], reference[EMOTION], strict=True)), labels
+        )
+        result.quality = {
+            **classification_scores(window_data.confusion, labels),
+            "labelled_rows": window_data.labelled_rows,
+            "reference_accuracy": reference_scores["accuracy"],
+            "reference_macro_f1": reference_scores["macro_f1"],
+        }
+        labelled = pd.DataFrame(
+            [(t, p) for (t, p), n in window_data.confusion.items() for _ in range(n)],
+            columns=["label", EMOTION],
+        )
+        try:
+            quality_html = run_dir / "quality.html"
+            quality_report(reference, labelled, labels).save_html(str(quality_html))
+            result.quality_html_path = str(quality_html)
+        except Exception as error:  # the figures above stand without Evidently's page
+            log.warning("classification report failed: %s", error)
+
+    if window_data.total_rows >= policy.min_rows:
+        snapshot, columns, drifted_share = drift_report(reference, window_data.sample, policy)
+        result.columns = columns
+        result.drifted_share = drifted_share
+        result.verdict = VERDICT_DRIFT if drifted_share >= policy.drift_share else VERDICT_NO_DRIFT
+        html = run_dir / "drift.html"
+        snapshot.save_html(str(html))
+        result.html_path = str(html)
+
+    result.duration_seconds = time.perf_counter() - started
+    (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=str))
+    return result

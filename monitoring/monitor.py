@@ -1,0 +1,179 @@
+"""The monitoring loop: drift report → figures to Prometheus → retrain decision → action.
+
+``run_drift`` is one report (``emotion-ops drift``); ``monitor_once`` adds the trigger, and
+``monitor_forever`` repeats it every ``monitor_interval_seconds`` (``emotion-ops monitor``, the
+job docker-compose and the Kubernetes CronJob run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from emotion_ops.registry import CHAMPION, RegistryError, connect, download_version, version_by_alias
+from emotion_ops.settings import Settings
+from monitoring.drift import DriftPolicy, DriftResult, TrafficWindow, analyse
+from monitoring.prediction_log import PredictionStore
+from monitoring.push import push_drift_metrics
+from monitoring.reports import ReportIndex
+from monitoring.retrain import (
+    RetrainDecision,
+    RetrainPolicy,
+    count_new_labels,
+    post_webhook,
+    retrain_and_promote,
+    retrain_decision,
+)
+
+log = logging.getLogger(__name__)
+
+
+def drift_policy(settings: Settings) -> DriftPolicy:
+    return DriftPolicy(
+        drift_share=settings.drift_share,
+        distance_threshold=settings.drift_distance_threshold,
+        text_threshold=settings.drift_text_threshold,
+        min_rows=settings.drift_min_rows,
+        sample_rows=settings.drift_sample_rows,
+    )
+
+
+def retrain_policy(settings: Settings) -> RetrainPolicy:
+    return RetrainPolicy(
+        accuracy_floor=settings.live_accuracy_floor,
+        min_new_labels=settings.retrain_min_new_labels,
+        cooldown=timedelta(hours=settings.retrain_cooldown_hours),
+    )
+
+
+def open_store(settings: Settings) -> tuple[PredictionStore, ReportIndex]:
+    store = PredictionStore.from_url(settings.log_store_url)
+    store.create_schema()
+    index = ReportIndex(store.engine)
+    index.create_schema()
+    return store, index
+
+
+def run_drift(
+    settings: Settings,
+    rows: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model_version: str | None = None,
+    push: bool = True,
+) -> DriftResult:
+    """One drift report over a window of one model version's traffic (default: the champion's
+    last ``drift_window_rows`` rows), indexed in the log store and pushed when configured."""
+    client = connect(settings)
+    if model_version is None:
+        champion = version_by_alias(client, settings.model_name, CHAMPION)
+        if champion is None:
+            raise RegistryError(
+                f"'{settings.model_name}' has no '{CHAMPION}'; pass --model-version or promote a model"
+            )
+        version = champion
+    else:
+        version = client.get_model_version(settings.model_name, model_version)
+    bundle = download_version(client, settings, version)
+    window = TrafficWindow(
+        model_version=str(version.version),
+        rows=None if (since or until) else (rows or settings.drift_window_rows),
+        since=since,
+        until=until,
+    )
+    store, index = open_store(settings)
+    result = analyse(
+        store,
+        window,
+        bundle.reference(),
+        bundle.labels,
+        settings.model_name,
+        drift_policy(settings),
+        settings.reports_root,
+    )
+    index.add(result.summary())
+    if push:
+        push_metrics(settings, result, retrain_triggered=False)
+    return result
+
+
+def push_metrics(settings: Settings, result: DriftResult, retrain_triggered: bool) -> None:
+    if not settings.pushgateway_url:
+        return
+    try:
+        push_drift_metrics(settings.pushgateway_url, result, retrain_triggered)
+    except OSError as error:  # the report stands; the drift-job-stale alert covers a lasting outage
+        log.warning("could not push drift metrics to %s: %s", settings.pushgateway_url, error)
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    result: DriftResult
+    decision: RetrainDecision
+    action: str | None
+
+
+def monitor_once(settings: Settings) -> MonitorOutcome:
+    """A drift report, then the retrain decision and its action, all recorded on the report."""
+    result = run_drift(settings, push=False)
+    store, index = open_store(settings)
+    last_triggered = index.last_triggered_at(settings.model_name)
+    now = datetime.now(UTC)
+    decision = retrain_decision(
+        retrain_policy(settings),
+        result.dataset_drift,
+        result.live_accuracy,
+        count_new_labels(store, settings.model_name, last_triggered),
+        last_triggered,
+        now,
+    )
+    if decision.retrain and settings.retrain_mode == "off":
+        decision = RetrainDecision(False, f"{decision.reason}; retrain_mode is 'off'")
+    index.record_decision(result.report_id, decision.retrain, decision.reason)
+    action = None
+    if decision.retrain:
+        # Marked before acting: a retrain that crashes midway still starts the cooldown, so a
+        # broken retrain is not re-run every interval.
+        index.mark_triggered(result.report_id, f"{settings.retrain_mode} retrain started")
+        action = _act(settings, store, result, decision)
+        index.record_action(result.report_id, action)
+    push_metrics(settings, result, retrain_triggered=decision.retrain)
+    return MonitorOutcome(result, decision, action)
+
+
+def _act(settings: Settings, store: PredictionStore, result: DriftResult, decision: RetrainDecision) -> str:
+    try:
+        if settings.retrain_mode == "webhook":
+            if not settings.retrain_webhook_url:
+                return "failed: retrain_mode is 'webhook' but EMOTION_RETRAIN_WEBHOOK_URL is not set"
+            token = settings.retrain_webhook_token
+            payload = {
+                "event": "retrain_requested",
+                "reason": decision.reason,
+                "report": result.summary(),
+            }
+            return post_webhook(
+                settings.retrain_webhook_url, payload, token.get_secret_value() if token else None
+            )
+        return retrain_and_promote(settings, store)
+    except Exception as error:  # recorded on the report for the reviewer; the loop goes on
+        log.exception("retrain action failed")
+        return f"failed: {type(error).__name__}: {error}"
+
+
+def monitor_forever(settings: Settings, stop: threading.Event | None = None, on_outcome=None) -> None:
+    """Run ``monitor_once`` every ``monitor_interval_seconds`` until ``stop`` is set.
+
+    A failing cycle (registry or store down) is logged and retried at the next interval.
+    """
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            outcome = monitor_once(settings)
+            if on_outcome:
+                on_outcome(outcome)
+        except Exception:
+            log.exception("monitor cycle failed; retrying in %.0f s", settings.monitor_interval_seconds)
+        stop.wait(settings.monitor_interval_seconds)

@@ -1,0 +1,86 @@
+"""Drift figures to Prometheus, pushed to a Pushgateway (the drift job is a batch job: nothing
+stays up for Prometheus to scrape).
+
+Each run replaces the whole group (``job``, ``model_name``), so a figure the latest run did not
+produce (live accuracy without labels, scores of a window too small to judge) disappears instead
+of lingering from an older run.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+from monitoring.drift import DriftResult
+
+JOB = "emotion_drift"
+
+
+def drift_registry(result: DriftResult, retrain_triggered: bool) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    version = ["model_version"]
+
+    def gauge(name: str, help_text: str, labels: list[str] = version) -> Gauge:
+        return Gauge(name, help_text, labels, registry=registry)
+
+    gauge("emotion_drift_last_run_timestamp_seconds", "When the drift job last finished (Unix time).").labels(
+        result.model_version
+    ).set(result.created_at.timestamp())
+    gauge("emotion_drift_window_rows", "Logged predictions in the analysed window.").labels(
+        result.model_version
+    ).set(result.window_rows)
+    gauge("emotion_drift_labelled_rows", "Predictions in the window with a feedback label.").labels(
+        result.model_version
+    ).set(result.labelled_rows)
+    gauge("emotion_drift_enough_data", "1 when the window was large enough for a verdict, else 0.").labels(
+        result.model_version
+    ).set(0 if result.dataset_drift is None else 1)
+    gauge("emotion_drift_retrain_triggered", "1 when this run triggered a retrain, else 0.").labels(
+        result.model_version
+    ).set(int(retrain_triggered))
+
+    if result.dataset_drift is not None:
+        gauge("emotion_drift_dataset_drift", "1 when Evidently detected dataset drift, else 0.").labels(
+            result.model_version
+        ).set(int(result.dataset_drift))
+        gauge("emotion_drift_share_drifted_columns", "Share of monitored columns that drifted.").labels(
+            result.model_version
+        ).set(result.drifted_share or 0.0)
+        score = gauge(
+            "emotion_drift_column_score",
+            "Drift score of one column (method in the label; compare with the threshold series).",
+            ["model_version", "column", "method"],
+        )
+        threshold = gauge(
+            "emotion_drift_column_threshold",
+            "Drift threshold of one column.",
+            ["model_version", "column", "method"],
+        )
+        drifted = gauge(
+            "emotion_drift_column_drifted", "1 when the column drifted, else 0.", ["model_version", "column"]
+        )
+        for column in result.columns:
+            score.labels(result.model_version, column.column, column.method).set(column.score)
+            threshold.labels(result.model_version, column.column, column.method).set(column.threshold)
+            drifted.labels(result.model_version, column.column).set(int(column.drifted))
+
+    if result.quality:
+        gauge("emotion_live_accuracy", "Accuracy on feedback-labelled predictions in the window.").labels(
+            result.model_version
+        ).set(result.quality["accuracy"])
+        gauge("emotion_live_macro_f1", "Macro-F1 on feedback-labelled predictions in the window.").labels(
+            result.model_version
+        ).set(result.quality["macro_f1"])
+    return registry
+
+
+def push_drift_metrics(
+    gateway: str, result: DriftResult, retrain_triggered: bool, timeout: float = 10.0
+) -> None:
+    """Replace this model's group on the Pushgateway with the figures of ``result``."""
+    push_to_gateway(
+        gateway,
+        job=JOB,
+        grouping_key={"model_name": result.model_name},
+        registry=drift_registry(result, retrain_triggered),
+        timeout=timeout,
+    )

@@ -1,0 +1,140 @@
+"""The report index: one row per drift run, kept in the prediction log's store.
+
+It lives beside the ``predictions`` table so that the service (which links the latest report),
+the monitor job and a reviewer's CLI all see the same index, whether that store is the embedded
+SQLite file or a shared PostgreSQL. A report's status moves from ``open`` to ``acknowledged``
+(a reviewer looked at it) or ``retrain-triggered`` (the trigger acted on it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+STATUS_OPEN = "open"
+STATUS_ACKNOWLEDGED = "acknowledged"
+STATUS_RETRAIN_TRIGGERED = "retrain-triggered"
+STATUSES = (STATUS_OPEN, STATUS_ACKNOWLEDGED, STATUS_RETRAIN_TRIGGERED)
+
+metadata = sa.MetaData()
+drift_reports = sa.Table(
+    "drift_reports",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(50), nullable=False),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("dataset_drift", sa.Boolean, nullable=True),
+    sa.Column("drifted_share", sa.Float, nullable=True),
+    sa.Column("window_rows", sa.Integer, nullable=False),
+    sa.Column("labelled_rows", sa.Integer, nullable=False),
+    sa.Column("live_accuracy", sa.Float, nullable=True),
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("decision", sa.String(32), nullable=True),  # retrain | hold
+    sa.Column("decision_reason", sa.Text, nullable=True),
+    sa.Column("action", sa.Text, nullable=True),  # what the trigger did, and how it ended
+    sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("acked_by", sa.String(200), nullable=True),
+    sa.Column("acked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("html_path", sa.Text, nullable=True),
+    sa.Column("summary", sa.JSON, nullable=False),
+)
+
+
+class ReportNotFound(LookupError):
+    pass
+
+
+@dataclass
+class ReportIndex:
+    engine: Engine
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def add(self, summary: dict) -> None:
+        quality = summary.get("quality") or {}
+        with self.engine.begin() as connection:
+            connection.execute(
+                drift_reports.insert().values(
+                    id=summary["report_id"],
+                    created_at=datetime.fromisoformat(summary["created_at"]),
+                    model_name=summary["model"]["name"],
+                    model_version=summary["model"]["version"],
+                    verdict=summary["verdict"],
+                    dataset_drift=summary["dataset_drift"],
+                    drifted_share=summary["drifted_share"],
+                    window_rows=summary["counts"]["window_rows"],
+                    labelled_rows=summary["counts"]["labelled_rows"],
+                    live_accuracy=quality.get("accuracy"),
+                    status=STATUS_OPEN,
+                    html_path=summary.get("html"),
+                    summary=summary,
+                )
+            )
+
+    def get(self, report_id: str) -> dict:
+        with self.engine.connect() as connection:
+            row = connection.execute(drift_reports.select().where(drift_reports.c.id == report_id)).first()
+        if row is None:
+            raise ReportNotFound(f"no drift report '{report_id}'; 'emotion-ops reports list' shows them")
+        return dict(row._mapping)
+
+    def list(self, limit: int = 20, status: str | None = None) -> list[dict]:
+        query = drift_reports.select().order_by(drift_reports.c.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(drift_reports.c.status == status)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def latest(self) -> dict | None:
+        rows = self.list(limit=1)
+        return rows[0] if rows else None
+
+    def acknowledge(self, report_id: str, by: str, note: str | None = None) -> dict:
+        """Mark a report as reviewed. A report the trigger already acted on keeps that status."""
+        report = self.get(report_id)
+        values = {"acked_by": by, "acked_at": datetime.now(UTC), "note": note}
+        if report["status"] == STATUS_OPEN:
+            values["status"] = STATUS_ACKNOWLEDGED
+        self._update(report_id, **values)
+        return self.get(report_id)
+
+    def record_decision(self, report_id: str, retrain: bool, reason: str) -> None:
+        self._update(report_id, decision="retrain" if retrain else "hold", decision_reason=reason)
+
+    def mark_triggered(self, report_id: str, action: str) -> None:
+        self._update(
+            report_id, status=STATUS_RETRAIN_TRIGGERED, triggered_at=datetime.now(UTC), action=action
+        )
+
+    def record_action(self, report_id: str, action: str) -> None:
+        self._update(report_id, action=action)
+
+    def last_triggered_at(self, model_name: str) -> datetime | None:
+        query = sa.select(sa.func.max(drift_reports.c.triggered_at)).where(
+            drift_reports.c.model_name == model_name
+        )
+        with self.engine.connect() as connection:
+            value = connection.execute(query).scalar_one_or_none()
+        return _aware(value)
+
+    def _update(self, report_id: str, **values) -> None:
+        with self.engine.begin() as connection:
+            updated = connection.execute(
+                drift_reports.update().where(drift_reports.c.id == report_id).values(**values)
+            ).rowcount
+        if not updated:
+            raise ReportNotFound(f"no drift report '{report_id}'")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time we store is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -1,0 +1,210 @@
+"""The loop closed end to end with the tiny model and the real service: shifted traffic with
+feedback → drift report → retrain → gate → champion moves → the running service serves it.
+A failing gate leaves the champion alone; webhook mode hands the decision to a URL instead.
+
+The steps share one registry and one running service, and run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import httpx
+import pytest
+
+from emotion_ops.registry import CHAMPION
+from emotion_ops.settings import Settings
+from monitoring.reports import STATUS_ACKNOWLEDGED, STATUS_RETRAIN_TRIGGERED, ReportIndex
+from tests.service.conftest import TINY_TRAINING, service_env
+from tests.utils.cli import cli, registry_client
+from tests.utils.factories import CUE_WORDS, FILLER_WORDS
+from tests.utils.server import running_service
+
+MODEL = "emotion-classifier"
+# A challenger this weak cannot clear a 0.5 macro-F1 floor.
+UNDERTRAINED = {"max_steps": 1, "learning_rate": 1e-6, "max_length": 32, "seed": 3}
+WELL_TRAINED = TINY_TRAINING.model_dump(
+    include={"epochs", "learning_rate", "batch_size", "patience", "max_length"}
+)
+
+
+@pytest.fixture(scope="module")
+def loop_env(registry, tiny_data, tiny_base_model, pushgateway_url) -> dict[str, str]:
+    return service_env(
+        registry,
+        EMOTION_DATA_DIR=str(tiny_data),
+        EMOTION_BASE_MODEL=str(tiny_base_model),
+        EMOTION_DRIFT_MIN_ROWS="50",
+        EMOTION_RETRAIN_MIN_NEW_LABELS="30",
+        EMOTION_RETRAIN_COOLDOWN_HOURS="0",
+        EMOTION_PUSHGATEWAY_URL=pushgateway_url,
+    )
+
+
+@pytest.fixture(scope="module")
+def service_url(registry, loop_env, tmp_path_factory):
+    with running_service(loop_env, tmp_path_factory.mktemp("logs") / "serve.log") as url:
+        yield url
+
+
+@pytest.fixture
+def env(loop_env, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    for name, value in loop_env.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def champion_version() -> str:
+    return str(registry_client().get_model_version_by_alias(MODEL, CHAMPION).version)
+
+
+def send_shifted_traffic(url: str, count: int, seed: int) -> None:
+    """Long anger and fear texts, each with its true label sent back as feedback."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for index in range(count):
+        label = ("anger", "fear")[index % 2]
+        words = [*rng.choices(FILLER_WORDS, k=8), *rng.sample(CUE_WORDS[label], 2)]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(label)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        predictions = []
+        for start in range(0, count, 50):
+            response = client.post("/predict_batch", json={"texts": texts[start : start + 50]})
+            assert response.status_code == 200, response.text
+            predictions += response.json()
+        for prediction, label in zip(predictions, labels, strict=True):
+            answer = client.post("/feedback", json={"request_id": prediction["request_id"], "label": label})
+            assert answer.status_code == 200, answer.text
+
+
+def test_an_empty_window_is_not_enough_data(env, service_url):
+    result = cli("drift")
+    assert result.exit_code == 0, result.output
+    assert "NOT ENOUGH DATA" in result.output
+    assert "a verdict needs 50" in result.output
+
+
+def test_bad_drift_and_report_arguments_get_clear_errors(env, service_url):
+    for args, message in [
+        (("drift", "--rows", "10", "--since", "1h"), "either --rows or --since/--until"),
+        (("drift", "--since", "yesterday"), "neither an ISO time"),
+        (("drift", "--since", "1h", "--until", "2h"), "--since must be before --until"),
+        (("reports", "ack", "no-such-report"), "no drift report 'no-such-report'"),
+        (("reports", "list", "--status", "closed"), "unknown status 'closed'"),
+    ]:
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_failing_gate_leaves_the_champion_untouched(env, service_url):
+    env.setenv("EMOTION_RETRAIN_CONFIG", json.dumps(UNDERTRAINED))
+    env.setenv("EMOTION_PROMOTION_FLOOR", "0.5")
+    send_shifted_traffic(service_url, 120, seed=1)
+
+    result = cli("monitor", "--once")
+    assert result.exit_code == 0, result.output
+    assert "DRIFT" in result.output and "trigger: RETRAIN: dataset drift detected" in result.output
+    assert "retrained version 2" in result.output and "refused by the gate" in result.output
+    assert champion_version() == "1"
+
+    report = ReportIndex(_store_engine()).latest()
+    assert report["status"] == STATUS_RETRAIN_TRIGGERED and report["decision"] == "retrain"
+    assert "below the floor" in report["action"]
+
+
+def test_drift_retrains_promotes_and_the_running_service_serves_the_new_champion(env, service_url):
+    env.setenv("EMOTION_RETRAIN_CONFIG", json.dumps(WELL_TRAINED))
+    env.setenv("EMOTION_PROMOTION_FLOOR", "0.0")
+    env.setenv("EMOTION_PROMOTION_TOLERANCE", "1.0")
+    send_shifted_traffic(service_url, 120, seed=2)
+
+    result = cli("monitor", "--once")
+    assert result.exit_code == 0, result.output
+    assert "retrained version 3" in result.output and "promoted to champion" in result.output
+    assert champion_version() == "3"
+
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{service_url}/model").json()["version"] != "3":
+        assert time.monotonic() < deadline, "the service never picked up the new champion"
+        time.sleep(0.5)
+    answer = httpx.post(f"{service_url}/predict", json={"text": "i feel so furious and mad"}).json()
+    assert answer["model_version"] == "3"
+
+    # The service links the report and shows what the trigger did.
+    listed = httpx.get(f"{service_url}/reports").json()["reports"]
+    assert listed[0]["status"] == STATUS_RETRAIN_TRIGGERED and "promoted" in listed[0]["action"]
+    page = httpx.get(f"{service_url}/reports/latest")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "drift" in page.text.lower()
+    assert httpx.get(f"{service_url}/reports/nope").status_code == 404
+    assert 'href="/reports/latest"' in httpx.get(f"{service_url}/ui").text
+
+
+def test_reviewers_list_show_and_acknowledge_reports(env, service_url):
+    listed = cli("reports", "list")
+    assert (
+        listed.exit_code == 0 and "retrain-triggered" in listed.output and "not_enough_data" in listed.output
+    )
+
+    shown = cli("reports", "show", "latest")
+    summary = json.loads(shown.output)
+    assert summary["verdict"] == "drift" and summary["review"]["decision"] == "retrain"
+    assert "promoted to champion" in summary["review"]["action"]
+
+    index = ReportIndex(_store_engine())
+    empty_window = next(row for row in index.list(50) if row["verdict"] == "not_enough_data")
+    acked = cli("reports", "ack", empty_window["id"], "--by", "reviewer", "--note", "no traffic yet")
+    assert acked.exit_code == 0 and "acknowledged by reviewer" in acked.output
+    assert index.get(empty_window["id"])["status"] == STATUS_ACKNOWLEDGED
+    # Acknowledging a report the trigger acted on keeps that status.
+    cli("reports", "ack", summary["report_id"], "--by", "reviewer")
+    assert index.get(summary["report_id"])["status"] == STATUS_RETRAIN_TRIGGERED
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[dict, str | None]]] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.received.append((body, self.headers.get("authorization")))
+        self.send_response(202)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_mode_posts_the_decision_instead_of_retraining(env, service_url):
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env.setenv("EMOTION_RETRAIN_MODE", "webhook")
+    env.setenv("EMOTION_RETRAIN_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/retrain")
+    env.setenv("EMOTION_RETRAIN_WEBHOOK_TOKEN", "s3cret")
+    send_shifted_traffic(service_url, 60, seed=3)
+    try:
+        result = cli("monitor", "--once")
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    assert "answered 202" in result.output
+    assert champion_version() == "3"  # nothing retrained here
+    ((payload, authorization),) = _Receiver.received
+    assert authorization == "Bearer s3cret"
+    assert payload["event"] == "retrain_requested" and "dataset drift detected" in payload["reason"]
+    assert payload["report"]["model"] == {"name": MODEL, "version": "3"}
+    assert payload["report"]["verdict"] == "drift"
+
+
+def _store_engine():
+    from monitoring.prediction_log import create_store_engine
+
+    return create_store_engine(Settings().log_store_url)

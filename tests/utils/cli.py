@@ -1,0 +1,21 @@
+"""Run the real ``emotion-ops`` CLI in-process, against whatever registry the environment names."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from emotion_ops.cli import app
+from emotion_ops.settings import Settings
+
+
+def cli(*args: str):
+    """Invoke a command; any exception other than the CLI's own exit fails the test."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def registry_client() -> MlflowClient:
+    settings = Settings()
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
