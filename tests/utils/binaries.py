@@ -62,3 +62,19 @@ def running_pushgateway(folder: Path):
         package="prometheus-pushgateway",
     ) as url:
         yield url
+
+
+@contextmanager
+def running_prometheus(config: Path, folder: Path):
+    with running_binary(
+        "prometheus",
+        [
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'tsdb'}",
+            "--web.listen-address={address}",
+        ],
+        folder / "prometheus.log",
+        package="prometheus",
+        timeout=60,
+    ) as url:
+        yield url
