@@ -329,7 +329,8 @@ def _print_drift(result) -> None:
         sampled = f" (a sample of {counts['analysed_rows']})" if counts["sampled"] else ""
         typer.echo(
             f"  drifted columns {len(summary['drifted_columns'])}/{len(result.columns)} "
-            f"= {result.drifted_share:.2f} (dataset drift at >= {result.policy.drift_share:.2f}){sampled}"
+            f"= {result.drifted_share:.2f} (drift at >= {result.policy.drift_share:.2f}, "
+            f"or when the emotion mix drifts){sampled}"
         )
         for column in result.columns:
             mark = "DRIFT" if column.drifted else "ok"

@@ -61,17 +61,19 @@ def traffic(emotion_data_dir, tmp_path_factory):
 
     validation = data.splits["validation"].sample(2000, random_state=0)
     reference = predicted(validation["text"].tolist(), validation["label"].tolist())
-    test = data.splits["test"].sample(500, random_state=1)
+    test = data.splits["test"].sample(700, random_state=1)
     train = data.splits["train"]
     angry_or_afraid = train[train["label"].isin(["anger", "fear"])].sample(500, random_state=1)
     reddit = pd.read_csv(goemotions, sep="\t", header=None, names=["text", "labels", "id"]).sample(
         500, random_state=1
     )
     windows = {
-        "unshifted": predicted(test["text"].tolist(), test["label"].tolist()),
+        "unshifted": predicted(test["text"].tolist()[:500], test["label"].tolist()[:500]),
         "anger-fear": predicted(angry_or_afraid["text"].tolist(), [None] * 500),
         "reddit": predicted(reddit["text"].tolist(), [None] * 500),
         "small": predicted(test["text"].tolist()[:40], [None] * 40),
+        "unshifted-200": predicted(test["text"].tolist()[-200:], [None] * 200),
+        "anger-fear-200": predicted(angry_or_afraid["text"].tolist()[:200], [None] * 200),
     }
     store = PredictionStore.from_url(f"sqlite:///{tmp_path_factory.mktemp('log') / 'predictions.db'}")
     store.create_schema()
@@ -108,7 +110,7 @@ def results(traffic, tmp_path_factory):
     policy = DriftPolicy(min_rows=100)
     return {
         version: analyse(store, TrafficWindow(version, rows=1000), reference, labels, MODEL, policy, output)
-        for version in ("unshifted", "anger-fear", "reddit", "small")
+        for version in ("unshifted", "anger-fear", "reddit", "small", "unshifted-200", "anger-fear-200")
     }
 
 
@@ -118,6 +120,20 @@ def test_same_distribution_traffic_does_not_drift(results):
     assert result.dataset_drift is False
     assert result.window_rows == result.analysed_rows == 500
     assert result.drifted_share < result.policy.drift_share
+
+
+def test_small_windows_get_thresholds_that_chance_rarely_passes(results):
+    """200 rows of the reference's own distribution score over 0.1 on length by chance; the
+    bootstrap thresholds absorb that, so no false alarm, while a real shift still shows."""
+    unshifted = results["unshifted-200"]
+    assert unshifted.verdict == VERDICT_NO_DRIFT
+    thresholds = {column.column: column.threshold for column in unshifted.columns}
+    assert thresholds["text_length"] > 0.1 and thresholds["text"] == 0.55
+    assert {column.threshold for column in results["unshifted"].columns if column.column != "text"} >= {0.1}
+
+    shifted = results["anger-fear-200"]
+    assert shifted.verdict == VERDICT_DRIFT
+    assert "emotion" in {column.column for column in shifted.columns if column.drifted}
 
 
 def test_anger_and_fear_only_traffic_drifts(results):
