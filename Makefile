@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up test lint format clean
+.PHONY: setup up test bench lint format clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 up: setup
 	$(BIN)/emotion-ops up
+
+# Benchmark of the champion (run `make up` first): tables in var/bench/latest.md.
+bench: setup
+	$(BIN)/emotion-ops bench
 
 lint: setup
 	$(BIN)/ruff check .

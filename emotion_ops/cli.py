@@ -531,5 +531,46 @@ def retrain(
     typer.echo(retrain_and_promote(settings, store, progress=progress))
 
 
+@app.command()
+@_user_errors
+def bench(
+    requests: Annotated[int, typer.Option(min=1, help="Requests per case and concurrency level.")] = 400,
+    concurrency: Annotated[
+        str, typer.Option(help="Comma-separated client counts of the closed-loop load.")
+    ] = "1,8,32",
+    drift_rows: Annotated[
+        str, typer.Option(help="Comma-separated logged-row counts to time the drift job on ('' to skip).")
+    ] = "10000,100000",
+    ceiling_texts: Annotated[int, typer.Option(min=64, help="Texts for the in-process ceiling.")] = 1024,
+) -> None:
+    """Benchmark the champion: in-process ceiling, a FastAPI baseline, and the BentoML service
+    (fp32, int8, monitoring off) under closed-loop load; the drift job on large windows."""
+    _quiet_libraries()
+    from emotion_ops.bench import run
+
+    def numbers(value: str, option: str) -> tuple[int, ...]:
+        try:
+            parsed = tuple(int(part) for part in value.split(",") if part.strip())
+        except ValueError:
+            raise ValueError(f"{option} takes comma-separated whole numbers, not '{value}'") from None
+        if any(number < 1 for number in parsed):
+            raise ValueError(f"{option} values must be at least 1")
+        return parsed
+
+    levels = numbers(concurrency, "--concurrency")
+    if not levels:
+        raise ValueError("--concurrency needs at least one client count")
+    output = run(
+        Settings(),
+        concurrency=levels,
+        requests=requests,
+        ceiling_texts=ceiling_texts,
+        drift_sizes=numbers(drift_rows, "--drift-rows"),
+        progress=typer.echo,
+    )
+    typer.echo((output / "results.md").read_text())
+    typer.echo(f"results: {output / 'results.json'}")
+
+
 def main() -> None:
     app()

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(default=None, ge=1)
 
     # Prediction log.
+    monitoring: bool = Field(
+        default=True, description="Prediction log and custom metrics; off only to measure what they cost."
+    )
     prediction_log_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default SQLite in var/."
     )

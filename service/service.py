@@ -223,8 +223,10 @@ class EmotionService:
                 base_model=model["base_model"],
                 latency_ms=round(latency_ms, 2),
             )
-            _count(prediction)
             predictions.append(prediction)
+            if not self.settings.monitoring:
+                continue
+            _count(prediction)
             if self.settings.log_sample_rate >= 1 or random.random() < self.settings.log_sample_rate:
                 rows.append(self._log_row(text, prediction, now))
         if rows:

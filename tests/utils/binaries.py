@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from tests.utils.server import free_port
+from emotion_ops.processes import answers, free_port, running_process
 
 
 @contextmanager
@@ -23,34 +20,12 @@ def running_binary(name: str, args: list[str], log_path: Path, package: str, tim
     if binary is None:
         raise RuntimeError(f"{name} is not installed; run: apt-get install {package}")
     address = f"127.0.0.1:{free_port()}"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [binary, *(arg.format(address=address) for arg in args)], stdout=log, stderr=subprocess.STDOUT
-        )
     url = f"http://{address}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready after {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+    command = [binary, *(arg.format(address=address) for arg in args)]
+    with running_process(
+        command, dict(os.environ), lambda: answers(f"{url}/-/ready", timeout=1.0), log_path, timeout
+    ):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextmanager

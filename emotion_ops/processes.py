@@ -1,0 +1,70 @@
+"""Start a server process on loopback and wait until it is ready; stop its whole process group
+afterwards. Used by the benchmark (and the tests) to run real servers side by side."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(url: str, headers: dict | None = None, timeout: float = 5.0) -> bool:
+    try:
+        return httpx.get(url, headers=headers or {}, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def bentoml_ready(url: str, api_key: str | None = None) -> Callable[[], bool]:
+    """/readyz can answer before the model service behind it has loaded: ask /labels too."""
+    headers = {"x-api-key": api_key} if api_key else {}
+    return lambda: answers(f"{url}/readyz", timeout=2.0) and answers(f"{url}/labels", headers, 10.0)
+
+
+@contextmanager
+def running_process(
+    command: list[str],
+    env: dict[str, str],
+    ready: Callable[[], bool],
+    log_path: Path,
+    timeout: float = 180.0,
+    cwd: Path | None = None,
+):
+    """Yield the process once ``ready()`` is true; SIGTERM (then SIGKILL) its group afterwards."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        name = Path(command[0]).name
+        while not ready():
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready after {timeout:.0f} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield process
+    finally:
+        # SIGTERM first: the service flushes its prediction log before exiting.
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

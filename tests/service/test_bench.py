@@ -1,0 +1,59 @@
+"""The benchmark end to end on the tiny model with a handful of requests (no timing asserts):
+every case runs against real servers and the tables are written."""
+
+from __future__ import annotations
+
+import json
+
+from tests.utils.cli import cli
+
+
+def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EMOTION_VAR_DIR", str(registry))
+    monkeypatch.setenv("EMOTION_DATA_DIR", str(tiny_data))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = cli(
+        "bench", "--requests", "6", "--concurrency", "1,2", "--drift-rows", "300", "--ceiling-texts", "64"
+    )
+    assert result.exit_code == 0, result.output
+
+    (run,) = [path for path in (registry / "bench").iterdir() if path.is_dir()]
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["compute_ceiling"]) == {"fp32", "int8"}
+    assert all(
+        c["texts_per_s"] > 0 and 0 <= c["test_accuracy"] <= 1 for c in results["compute_ceiling"].values()
+    )
+    cases = {(row["case"], row["precision"], row["concurrency"]) for row in results["load"]}
+    assert cases == {
+        (case, precision, level)
+        for case, precision in (
+            ("baseline", "fp32"),
+            ("bentoml", "fp32"),
+            ("bentoml", "int8"),
+            ("bentoml-no-monitoring", "int8"),
+        )
+        for level in (1, 2)
+    }
+    for row in results["load"]:
+        assert row["errors"] == 0 and row["requests"] == 6 and row["req_per_s"] > 0
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        assert row["vs_baseline"] > 0 and row["vs_ceiling"] > 0
+    overheads = [row for row in results["load"] if row["case"] == "bentoml" and row["precision"] == "int8"]
+    assert all(row["monitoring_overhead"] is not None for row in overheads)
+    (drift,) = results["drift"]
+    assert drift["rows"] == 300 and drift["analysed_rows"] == 300 and drift["seconds"] > 0
+    table = (run / "results.md").read_text()
+    assert "| case | precision | clients |" in table and "drift job" in table
+    assert (registry / "bench" / "latest.md").read_text() == table
+    assert "results:" in result.output
+
+
+def test_bench_rejects_bad_options(isolated_env):
+    for args, message in [
+        (("bench", "--concurrency", "1,x"), "comma-separated whole numbers"),
+        (("bench", "--concurrency", "0"), "at least 1"),
+        (("bench", "--concurrency", ""), "at least one client count"),
+    ]:
+        result = cli(*args)
+        assert result.exit_code == 2 and message in result.output, result.output
