@@ -4,8 +4,9 @@
    test accuracy against fp32's.
 2. The baseline: the same model behind FastAPI + uvicorn, one forward per request
    (``service/fastapi_baseline.py``).
-3. Our BentoML service: fp32 and int8 with monitoring on, and int8 with the prediction log and
-   custom metrics off (monitoring overhead).
+3. Our BentoML service: fp32 and int8 with monitoring on, int8 with the prediction log and
+   custom metrics off (monitoring overhead), and int8 with the model as a second BentoML service
+   behind BentoML's adaptive batching (what the in-process batcher gained).
 4. The drift job on 10k and 100k logged rows (seconds and peak memory of its process).
 
 Load is a closed loop: ``concurrency`` clients, each sending its next request when the last one
@@ -108,7 +109,7 @@ def load(
     return LoadResult(case, precision, concurrency, requests, errors, seconds, latencies)
 
 
-def _bento(settings: Settings, work: Path, quantize: bool, monitoring: bool):
+def _bento(settings: Settings, work: Path, quantize: bool, monitoring: bool, in_process: bool = True):
     """The service as ``bentoml serve`` on a free port: (context manager, base URL)."""
     port = free_port()
     env = {
@@ -116,6 +117,7 @@ def _bento(settings: Settings, work: Path, quantize: bool, monitoring: bool):
         "EMOTION_VAR_DIR": str(settings.var_dir),
         "EMOTION_QUANTIZE": str(quantize).lower(),
         "EMOTION_MONITORING": str(monitoring).lower(),
+        "EMOTION_MODEL_IN_PROCESS": str(in_process).lower(),
         "EMOTION_PREDICTION_LOG_URL": f"sqlite:///{work / f'predictions-{uuid.uuid4().hex[:6]}.db'}",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
@@ -124,7 +126,7 @@ def _bento(settings: Settings, work: Path, quantize: bool, monitoring: bool):
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     url = f"http://127.0.0.1:{port}"
     command = [bentoml, "serve", "service.service:EmotionService", "--host", "127.0.0.1", "--port", str(port)]
-    name = f"bentoml-{'int8' if quantize else 'fp32'}-{'on' if monitoring else 'off'}"
+    name = f"bentoml-{'int8' if quantize else 'fp32'}-{'on' if monitoring else 'off'}-{in_process}"
     return running_process(command, env, bentoml_ready(url), work / f"{name}.log", 300, PROJECT_ROOT), url
 
 
@@ -281,11 +283,17 @@ def run(
             loads.append(load(f"http://127.0.0.1:{port}/predict", texts, level, requests, "baseline", "fp32"))
             progress(f"  c={level}: {loads[-1].row()}")
 
-    for quantize, monitoring in ((False, True), (True, True), (True, False)):
+    cases = (
+        ("bentoml", False, True, True),
+        ("bentoml", True, True, True),
+        ("bentoml-no-monitoring", True, False, True),
+        # Before the in-process batcher: the model as a second BentoML service (adaptive batching).
+        ("bentoml-two-process", True, True, False),
+    )
+    for case, quantize, monitoring, in_process in cases:
         precision = "int8" if quantize else "fp32"
-        case = "bentoml" if monitoring else "bentoml-no-monitoring"
         progress(f"{case} {precision}")
-        server, url = _bento(settings, work, quantize, monitoring)
+        server, url = _bento(settings, work, quantize, monitoring, in_process)
         with server:
             for level in concurrency:
                 loads.append(load(f"{url}/predict", texts, level, requests, case, precision))

@@ -44,3 +44,8 @@ LOG_QUEUE_DEPTH = Gauge(
 LOG_WRITE_FAILURES = Counter(
     "emotion_prediction_log_write_failures_total", "Rows whose write failed (kept on local disk)."
 )
+BATCH_SIZE = Histogram(
+    "emotion_batch_size",
+    "Texts per forward pass of the in-process batcher.",
+    buckets=(1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256),
+)

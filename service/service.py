@@ -10,6 +10,7 @@ Run: ``bentoml serve service.service:EmotionService`` (or ``emotion-ops serve``)
 
 import asyncio
 import logging
+import os
 import random
 import time
 import uuid
@@ -29,6 +30,7 @@ from monitoring.prediction_log import PredictionLogWriter, PredictionStore, reda
 from monitoring.reports import ReportIndex, ReportNotFound
 from service.guard import RequestGuard
 from service.metrics import (
+    BATCH_SIZE,
     CONFIDENCE,
     FEEDBACK,
     FEEDBACK_CORRECT,
@@ -111,25 +113,7 @@ class EmotionModel:
         batchable=True, max_batch_size=SETTINGS.batch_max_size, max_latency_ms=SETTINGS.batch_max_latency_ms
     )
     def classify(self, texts: list[str]) -> list[dict]:
-        served = self.holder.current  # one model for the whole batch, even mid-swap
-        # Each result names the model that made it, so a swap mid-request never mislabels one.
-        identity = {
-            "name": served.name,
-            "version": served.version,
-            "alias": served.alias,
-            "base_model": served.base_model,
-        }
-        return [
-            {
-                "emotion": p.emotion,
-                "confidence": p.confidence,
-                "probabilities": p.probabilities,
-                "truncated": p.truncated,
-                "tokens": p.tokens,
-                "model": identity,
-            }
-            for p in served.predictor.predict(texts)
-        ]
+        return classify_with(self.holder.current, texts)
 
     @bentoml.api
     def describe(self) -> dict:
@@ -138,6 +122,30 @@ class EmotionModel:
     @bentoml.on_shutdown
     def stop_refresh(self) -> None:
         self.holder.stop()
+
+
+def classify_with(served, texts: list[str]) -> list[dict]:
+    """One forward over ``texts`` with ``served`` (one model for the whole batch, even mid-swap).
+
+    Each result names the model that made it, so a swap mid-request never mislabels one.
+    """
+    identity = {
+        "name": served.name,
+        "version": served.version,
+        "alias": served.alias,
+        "base_model": served.base_model,
+    }
+    return [
+        {
+            "emotion": p.emotion,
+            "confidence": p.confidence,
+            "probabilities": p.probabilities,
+            "truncated": p.truncated,
+            "tokens": p.tokens,
+            "model": identity,
+        }
+        for p in served.predictor.predict(texts)
+    ]
 
 
 def _export_model_info(old, new) -> None:
@@ -160,16 +168,25 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     return JSONResponse({"error": "invalid request body", "detail": details}, status_code=400)
 
 
-@bentoml.service(name="emotion-service", traffic={"timeout": 60})
+@bentoml.service(
+    name="emotion-service",
+    traffic={"timeout": 60},
+    workers=SETTINGS.workers,
+    logging={"access": {"enabled": SETTINGS.access_log}},
+)
 @bentoml.asgi_app(web, path="/")
 class EmotionService:
     """Emotion classification API over the registry champion."""
 
-    model = bentoml.depends(EmotionModel)
+    # The model runs in this process by default; as its own service only when asked (read at import).
+    if not SETTINGS.model_in_process:
+        model = bentoml.depends(EmotionModel)
 
     def __init__(self) -> None:
-
         self.settings = Settings()
+        self.holder = self.batcher = None
+        if self.settings.model_in_process:
+            self._start_model()
         self.store = PredictionStore.from_url(self.settings.log_store_url)
         self.writer = PredictionLogWriter(
             self.store,
@@ -180,8 +197,31 @@ class EmotionService:
         )
         self._reports: ReportIndex | None = None
 
+    def _start_model(self) -> None:
+        """The champion in this process, behind the in-process dynamic batcher (no second
+        service, no network hop per request)."""
+        import torch
+
+        from service.batching import MicroBatcher
+        from service.champion import ChampionHolder
+
+        # Workers share the cores: oversubscribed torch threads only fight each other.
+        threads = self.settings.torch_threads or max(1, (os.cpu_count() or 1) // self.settings.workers)
+        torch.set_num_threads(threads)
+        self.holder = ChampionHolder(self.settings, on_swap=_export_model_info)
+        self.holder.start()
+        self.batcher = MicroBatcher(
+            lambda texts: classify_with(self.holder.current, texts),
+            max_batch=self.settings.batch_max_size,
+            max_wait_ms=self.settings.batch_max_wait_ms,
+            on_batch=BATCH_SIZE.observe,
+        )
+
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
+        if self.holder is not None:
+            self.holder.stop()
+            self.batcher.close()
         self.writer.close()
 
     @bentoml.api(route="/predict")
@@ -239,6 +279,8 @@ class EmotionService:
         Classification has no side effects, so a retry is safe; a second failure means the
         model service is down and the client gets a 503.
         """
+        if self.batcher is not None:
+            return await self.batcher.submit(texts)
         import aiohttp
 
         for attempt in range(2):
@@ -268,6 +310,8 @@ class EmotionService:
 
     async def _description(self) -> dict:
         """What the model service serves now (name, version, alias, labels, test metrics)."""
+        if self.holder is not None:
+            return self.holder.current.describe()
         return await self.model.to_async.describe()
 
     @web.get("/model")

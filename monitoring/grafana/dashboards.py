@@ -138,15 +138,16 @@ def service_dashboard() -> dict:
             ),
             panel(
                 "timeseries",
-                "Adaptive batch size (texts per forward pass)",
+                "Batch size (texts per forward pass)",
                 [
+                    # The in-process batcher's histogram, or BentoML's when the model runs as its own service.
                     target(
-                        "sum(rate(bentoml_service_adaptive_batch_size_sum[5m])) / sum(rate(bentoml_service_adaptive_batch_size_count[5m]))",
+                        "(sum(rate(emotion_batch_size_sum[5m])) / sum(rate(emotion_batch_size_count[5m]))) or (sum(rate(bentoml_service_adaptive_batch_size_sum[5m])) / sum(rate(bentoml_service_adaptive_batch_size_count[5m])))",
                         "mean",
                         "A",
                     ),
                     target(
-                        "histogram_quantile(0.95, sum by (le) (rate(bentoml_service_adaptive_batch_size_bucket[5m])))",
+                        "histogram_quantile(0.95, sum by (le) (rate(emotion_batch_size_bucket[5m]))) or histogram_quantile(0.95, sum by (le) (rate(bentoml_service_adaptive_batch_size_bucket[5m])))",
                         "p95",
                         "B",
                     ),

@@ -31,7 +31,9 @@ def registry(tmp_path_factory, tiny_base_model, tiny_data) -> Path:
 
 
 def service_env(var_dir: Path, **extra: str) -> dict[str, str]:
-    return {"EMOTION_VAR_DIR": str(var_dir), "EMOTION_REFRESH_SECONDS": "1", **extra}
+    # One worker: each worker re-resolves the alias on its own clock, and the swap tests check
+    # that no request after the swap gets the old model, which holds per worker.
+    return {"EMOTION_VAR_DIR": str(var_dir), "EMOTION_REFRESH_SECONDS": "1", "EMOTION_WORKERS": "1", **extra}
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkey
             ("bentoml", "fp32"),
             ("bentoml", "int8"),
             ("bentoml-no-monitoring", "int8"),
+            ("bentoml-two-process", "int8"),
         )
         for level in (1, 2)
     }

@@ -1,0 +1,114 @@
+"""The in-process dynamic batcher: concurrent requests share forwards, every caller gets its own
+results in order, batches respect the size cap, and a failed forward fails only its callers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from service.batching import MicroBatcher
+
+
+class SlowEcho:
+    """A forward that takes a while (like a model) and records the batches it saw."""
+
+    def __init__(self, seconds: float = 0.02, fail_on: str | None = None):
+        self.seconds = seconds
+        self.fail_on = fail_on
+        self.batches: list[list[str]] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, texts: list[str]) -> list[dict]:
+        self.batches.append(list(texts))
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.seconds)
+        if self.fail_on in texts:
+            raise RuntimeError("forward failed")
+        return [{"echo": text} for text in texts]
+
+
+def test_concurrent_requests_share_forwards_and_get_their_own_results():
+    model = SlowEcho()
+    batcher = MicroBatcher(model, max_batch=8)
+
+    async def main():
+        requests = [[f"r{i}-a", f"r{i}-b"] if i % 3 == 0 else [f"r{i}"] for i in range(20)]
+        answers = await asyncio.gather(*(batcher.submit(texts) for texts in requests))
+        return requests, answers
+
+    requests, answers = asyncio.run(main())
+    batcher.close()
+    for texts, answer in zip(requests, answers, strict=True):
+        assert [item["echo"] for item in answer] == texts
+    assert sum(len(batch) for batch in model.batches) == sum(len(texts) for texts in requests)
+    assert len(model.batches) < len(requests)  # requests were merged
+    assert max(len(batch) for batch in model.batches) <= 8
+    assert len(model.threads) == 1 and next(iter(model.threads)).startswith("forward")
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    batcher = MicroBatcher(SlowEcho(seconds=0.0), max_batch=64)
+
+    async def main():
+        started = time.perf_counter()
+        await batcher.submit(["alone"])
+        return time.perf_counter() - started
+
+    waited = asyncio.run(main())
+    batcher.close()
+    assert waited < 1.0  # generous: no batching window is held open by default
+
+
+def test_a_request_larger_than_the_room_left_leads_the_next_batch():
+    model = SlowEcho()
+    batcher = MicroBatcher(model, max_batch=4)
+
+    async def main():
+        first = asyncio.ensure_future(batcher.submit(["a"]))
+        await asyncio.sleep(0.005)  # "a" is in the forward; the next three queue up
+        rest = [batcher.submit(["b", "c"]), batcher.submit(["d", "e", "f"]), batcher.submit(["g"])]
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(main())
+    batcher.close()
+    assert [[item["echo"] for item in answer] for answer in answers] == [
+        ["a"],
+        ["b", "c"],
+        ["d", "e", "f"],
+        ["g"],
+    ]
+    assert model.batches == [["a"], ["b", "c"], ["d", "e", "f", "g"]]
+
+
+def test_a_failed_forward_fails_its_callers_only():
+    model = SlowEcho(fail_on="bad")
+    batcher = MicroBatcher(model, max_batch=2)
+
+    async def main():
+        first = asyncio.ensure_future(batcher.submit(["ok-1"]))
+        await asyncio.sleep(0.005)
+        doomed = [batcher.submit(["bad"]), batcher.submit(["ok-2"])]
+        later = batcher.submit(["ok-3"])
+        return await asyncio.gather(first, *doomed, later, return_exceptions=True)
+
+    results = asyncio.run(main())
+    batcher.close()
+    assert results[0] == [{"echo": "ok-1"}]
+    assert all(isinstance(result, RuntimeError) for result in results[1:3])
+    assert results[3] == [{"echo": "ok-3"}]
+
+
+@pytest.mark.parametrize("wait_ms", [0.0, 5.0])
+def test_batch_size_is_reported(wait_ms):
+    sizes = []
+    batcher = MicroBatcher(SlowEcho(), max_batch=16, max_wait_ms=wait_ms, on_batch=sizes.append)
+
+    async def main():
+        await asyncio.gather(*(batcher.submit([str(i)]) for i in range(10)))
+
+    asyncio.run(main())
+    batcher.close()
+    assert sum(sizes) == 10
