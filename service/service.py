@@ -381,8 +381,9 @@ class EmotionService:
             raise HTTPException(
                 404, f"no drift report '{report_id}'; the monitor job has not written one yet"
             )
-        html = row["html_path"] and Path(row["html_path"])
-        if html and html.is_file():
+        html = Path(row["html_path"]).resolve() if row["html_path"] else None
+        # Only ever a report page under this host's reports folder, whatever the index says.
+        if html and html.is_file() and html.is_relative_to(self.settings.reports_root.resolve()):
             return FileResponse(html, media_type="text/html")
         return JSONResponse(
             {
