@@ -249,7 +249,7 @@ def _drift_child(url: str, size: int, output: str) -> None:
 def run(
     settings: Settings,
     concurrency: tuple[int, ...] = (1, 8, 32),
-    requests: int = 400,
+    requests: int = 1000,
     ceiling_texts: int = 1024,
     drift_sizes: tuple[int, ...] = (10_000, 100_000),
     output_root: Path | None = None,

@@ -534,7 +534,7 @@ def retrain(
 @app.command()
 @_user_errors
 def bench(
-    requests: Annotated[int, typer.Option(min=1, help="Requests per case and concurrency level.")] = 400,
+    requests: Annotated[int, typer.Option(min=1, help="Requests per case and concurrency level.")] = 1000,
     concurrency: Annotated[
         str, typer.Option(help="Comma-separated client counts of the closed-loop load.")
     ] = "1,8,32",

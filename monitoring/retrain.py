@@ -147,7 +147,11 @@ def retrain_and_promote(settings: Settings, store: PredictionStore, progress: bo
         raise ValueError(
             f"unknown retrain profile '{settings.retrain_profile}'; choose from {sorted(PROFILES)}"
         )
-    config = PROFILES[settings.retrain_profile].model_copy(update=settings.retrain_config)
+    profile = PROFILES[settings.retrain_profile]
+    unknown = sorted(set(settings.retrain_config) - set(type(profile).model_fields))
+    if unknown:
+        raise ValueError(f"EMOTION_RETRAIN_CONFIG has unknown training option(s) {unknown}")
+    config = profile.model_copy(update=settings.retrain_config)
     config = type(config).model_validate(config.model_dump())
     base = load_emotion_dataset(settings.resolve_data_source())
     data = assemble_retrain_data(

@@ -1,9 +1,12 @@
-"""BentoML wiring: the public API service and the batched model service behind it.
+"""BentoML wiring: the public API service and, optionally, a batched model service behind it.
 
 ``EmotionService`` (public) validates input, assigns request ids, exports metrics and logs each
-prediction. ``EmotionModel`` holds the registry champion and runs adaptive batches: concurrent
-requests' texts are merged into one forward pass. Inference itself lives in
-``emotion_ops.predictor``; this module only wires it to HTTP.
+prediction. By default it also holds the registry champion itself, behind the in-process
+dynamic batcher (``service.batching``): concurrent requests' texts share one forward pass with
+no network hop. With ``EMOTION_MODEL_IN_PROCESS=false`` the champion runs in ``EmotionModel``, a
+second BentoML service with BentoML's adaptive batching (slower on 2 cores; README,
+Performance). Inference itself lives in ``emotion_ops.predictor``; this module only wires it to
+HTTP.
 
 Run: ``bentoml serve service.service:EmotionService`` (or ``emotion-ops serve``).
 """

@@ -75,3 +75,12 @@ def test_without_a_holdout_the_gate_runs_on_the_test_split():
     data = assemble_retrain_data(_dataset(), feedback, holdout_share=0.0)
     assert list(data.gate_set.splits["test"]["text"]) == ["t1", "t2"]
     assert "x" in set(data.dataset.splits["train"]["text"])
+
+
+def test_a_mistyped_retrain_option_is_refused_before_training(tmp_path):
+    from emotion_ops.settings import Settings
+    from monitoring.retrain import retrain_and_promote
+
+    settings = Settings(var_dir=tmp_path, retrain_config={"epoch": 2})  # 'epochs'
+    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['epoch'\]"):
+        retrain_and_promote(settings, store=None)
