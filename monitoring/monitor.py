@@ -63,6 +63,7 @@ def run_drift(
     until: datetime | None = None,
     model_version: str | None = None,
     push: bool = True,
+    opened: tuple[PredictionStore, ReportIndex] | None = None,
 ) -> DriftResult:
     """One drift report over a window of one model version's traffic (default: the champion's
     last ``drift_window_rows`` rows), indexed in the log store and pushed when configured."""
@@ -83,7 +84,7 @@ def run_drift(
         since=since,
         until=until,
     )
-    store, index = open_store(settings)
+    store, index = opened or open_store(settings)
     result = analyse(
         store,
         window,
@@ -117,8 +118,8 @@ class MonitorOutcome:
 
 def monitor_once(settings: Settings) -> MonitorOutcome:
     """A drift report, then the retrain decision and its action, all recorded on the report."""
-    result = run_drift(settings, push=False)
     store, index = open_store(settings)
+    result = run_drift(settings, push=False, opened=(store, index))
     last_triggered = index.last_triggered_at(settings.model_name)
     now = datetime.now(UTC)
     decision = retrain_decision(

@@ -10,11 +10,8 @@ load, batches grow by themselves. ``max_wait_ms`` optionally holds a batch open 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-
-log = logging.getLogger(__name__)
 
 
 class MicroBatcher:

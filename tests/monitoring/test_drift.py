@@ -129,7 +129,8 @@ def test_small_windows_get_thresholds_that_chance_rarely_passes(results):
     assert unshifted.verdict == VERDICT_NO_DRIFT
     thresholds = {column.column: column.threshold for column in unshifted.columns}
     assert thresholds["text_length"] > 0.1 and thresholds["text"] == 0.55
-    assert {column.threshold for column in results["unshifted"].columns if column.column != "text"} >= {0.1}
+    # 500 rows: chance alone stays under the policy's 0.1, which is then the threshold.
+    assert {column.threshold for column in results["unshifted"].columns if column.column != "text"} == {0.1}
 
     shifted = results["anger-fear-200"]
     assert shifted.verdict == VERDICT_DRIFT

@@ -49,17 +49,22 @@ def test_concurrent_requests_share_forwards_and_get_their_own_results():
     assert len(model.threads) == 1 and next(iter(model.threads)).startswith("forward")
 
 
-def test_a_lone_request_does_not_wait_for_company():
-    batcher = MicroBatcher(SlowEcho(seconds=0.0), max_batch=64)
+@pytest.mark.parametrize(
+    ("wait_ms", "expected"), [(0.0, [["alone"], ["later"]]), (500.0, [["alone", "later"]])]
+)
+def test_a_lone_request_is_not_held_for_company_unless_asked(wait_ms, expected):
+    """By default a batch closes as soon as the queue is empty; max_wait_ms holds it open."""
+    model = SlowEcho(seconds=0.0)
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=wait_ms)
 
     async def main():
-        started = time.perf_counter()
-        await batcher.submit(["alone"])
-        return time.perf_counter() - started
+        first = asyncio.ensure_future(batcher.submit(["alone"]))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, batcher.submit(["later"]))
 
-    waited = asyncio.run(main())
+    asyncio.run(main())
     batcher.close()
-    assert waited < 1.0  # generous: no batching window is held open by default
+    assert model.batches == expected
 
 
 def test_a_request_larger_than_the_room_left_leads_the_next_batch():
