@@ -11,10 +11,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-import torch
-
 from emotion_ops.predictor import EmotionPredictor
 from emotion_ops.registry import RegistryError, connect, download_version, version_by_alias
+from emotion_ops.runtime import load_predictor
 from emotion_ops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +28,7 @@ class ServedModel:
     labels: tuple[str, ...]
     max_length: int
     quantized: bool
+    runtime: str = "torch"
     test_metrics: dict = field(default_factory=dict)
     predictor: EmotionPredictor | None = field(default=None, compare=False, repr=False)
 
@@ -41,13 +41,9 @@ class ServedModel:
             "labels": list(self.labels),
             "max_tokens": self.max_length,
             "quantized": self.quantized,
+            "runtime": self.runtime,
             "test_metrics": self.test_metrics,
         }
-
-
-def quantize_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """int8 weights for every Linear layer, activations quantized on the fly (CPU inference)."""
-    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class ChampionHolder:
@@ -74,10 +70,15 @@ class ChampionHolder:
 
     def _load_version(self, version) -> ServedModel:
         bundle = download_version(self.client, self.settings, version)
-        predictor = bundle.predictor()
-        if self.settings.quantize:
-            predictor.model = quantize_dynamic_int8(predictor.model)
         card = bundle.card
+        predictor = load_predictor(
+            bundle.model_dir,
+            runtime=self.settings.runtime,
+            quantize=self.settings.quantize,
+            threads=self.settings.inference_threads,
+            max_length=card["max_length"],
+            batch_size=self.settings.batch_max_size,
+        )
         test = card.get("test", {})
         return ServedModel(
             name=bundle.name,
@@ -87,6 +88,7 @@ class ChampionHolder:
             labels=predictor.labels,
             max_length=predictor.max_length,
             quantized=self.settings.quantize,
+            runtime=self.settings.runtime,
             test_metrics={"accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1")},
             predictor=predictor,
         )

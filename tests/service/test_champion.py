@@ -44,3 +44,32 @@ def test_int8_model_keeps_the_predictions(registry):
     quantized = int8.predictor.predict_proba(TEXTS)
     assert np.allclose(quantized.sum(axis=1), 1.0, atol=1e-5)
     assert (quantized.argmax(axis=1) == full.argmax(axis=1)).all()
+
+
+# Mixed lengths, so batches are padded and the mask's path through the exported graph counts.
+MIXED = [*TEXTS, "i feel so very happy and glad and cheerful today and i really am", "sad"]
+
+
+def test_onnx_runtime_gives_the_torch_probabilities(registry):
+    torch_model = ChampionHolder(Settings(var_dir=registry, runtime="torch")).current
+    onnx_model = ChampionHolder(Settings(var_dir=registry, runtime="onnx")).current
+    assert onnx_model.describe()["runtime"] == "onnx" and torch_model.describe()["runtime"] == "torch"
+    expected = torch_model.predictor.predict_proba(MIXED)
+    assert np.allclose(onnx_model.predictor.predict_proba(MIXED), expected, atol=1e-5)
+    # One text at a time (no padding at all) gives the same numbers as the padded batches.
+    one_by_one = np.vstack([onnx_model.predictor.predict_proba([text]) for text in MIXED])
+    assert np.allclose(one_by_one, expected, atol=1e-5)
+
+    int8 = ChampionHolder(Settings(var_dir=registry, runtime="onnx", quantize=True)).current
+    quantized = int8.predictor.predict_proba(MIXED)
+    assert np.allclose(quantized.sum(axis=1), 1.0, atol=1e-5)
+    assert (quantized.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_onnx_export_happens_once_per_version(registry):
+    holder = ChampionHolder(Settings(var_dir=registry, runtime="onnx"))
+    exported = holder.current.predictor.model.path
+    assert exported.is_file() and exported.parent.name == "onnx"
+    first_write = exported.stat().st_mtime_ns
+    again = ChampionHolder(Settings(var_dir=registry, runtime="onnx")).current.predictor.model.path
+    assert again == exported and exported.stat().st_mtime_ns == first_write

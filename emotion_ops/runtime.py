@@ -1,0 +1,145 @@
+"""How a registered model runs for inference: PyTorch or ONNX Runtime, fp32 or int8.
+
+``load_predictor`` is the one place that turns a model folder into a ready ``EmotionPredictor``
+for serving and benchmarking; training keeps plain PyTorch.
+
+- ``torch``: the saved transformers model; int8 is PyTorch's dynamic quantization of every
+  Linear layer.
+- ``onnx``: the same model exported to ONNX once per model version (cached beside the
+  downloaded version, under a file lock so several workers export it only once) and run by ONNX
+  Runtime; int8 is ONNX Runtime's dynamic quantization of the exported graph. One ``run`` call
+  is one C++ call that releases the GIL for the whole forward, so the HTTP side of the process
+  keeps its share of the CPU; PyTorch's eager forward takes the GIL back between operators.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from emotion_ops.predictor import EmotionPredictor
+
+log = logging.getLogger(__name__)
+
+Runtime = Literal["torch", "onnx"]
+ONNX_OPSET = 17
+ONNX_INPUTS = ("input_ids", "attention_mask")
+
+
+def load_predictor(
+    model_dir: Path,
+    *,
+    runtime: Runtime = "torch",
+    quantize: bool = False,
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+    **predictor_options,
+) -> EmotionPredictor:
+    """A predictor for the model saved in ``model_dir`` on ``runtime``, int8 when ``quantize``.
+
+    ``threads`` is the intra-op thread count (default: the runtime's own). ``cache_dir`` holds
+    the ONNX files (default: ``model_dir``'s sibling ``onnx``).
+    """
+    if runtime == "torch":
+        predictor = EmotionPredictor.from_dir(model_dir, **predictor_options)
+        if quantize:
+            predictor.model = quantize_dynamic_int8(predictor.model)
+        if threads:
+            torch.set_num_threads(threads)
+        return predictor
+    if runtime == "onnx":
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = exported_onnx(model_dir, cache_dir or model_dir.parent / "onnx", quantize)
+        model = OnnxSequenceClassifier(path, AutoConfig.from_pretrained(model_dir), threads)
+        return EmotionPredictor(model, AutoTokenizer.from_pretrained(model_dir), **predictor_options)
+    raise ValueError(f"unknown runtime '{runtime}'; expected 'torch' or 'onnx'")
+
+
+def quantize_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """int8 weights for every Linear layer, activations quantized on the fly (CPU inference)."""
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def exported_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
+    """The model as an ONNX file (int8 when ``quantize``), exported on first use and cached."""
+    from filelock import FileLock
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = cache_dir / "model.onnx"
+    int8 = cache_dir / "model-int8.onnx"
+    with FileLock(str(cache_dir / ".lock")):
+        if not fp32.is_file():
+            _export(model_dir, fp32)
+        if quantize and not int8.is_file():
+            _quantize(fp32, int8)
+    return int8 if quantize else fp32
+
+
+def _export(model_dir: Path, target: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    # Eager attention: SDPA may drop an all-ones mask while tracing, and the traced graph would
+    # then ignore padding for every later batch.
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # A padded example, so the mask's path through the graph is the one traced.
+    example = tokenizer(
+        ["an example", "a longer example with a few more words"], padding=True, return_tensors="pt"
+    )
+    partial = target.with_suffix(".partial")
+    log.info("exporting %s to ONNX (once per model version)", model_dir)
+    with torch.inference_mode():
+        torch.onnx.export(
+            model,
+            (example["input_ids"], example["attention_mask"]),
+            str(partial),
+            input_names=list(ONNX_INPUTS),
+            output_names=["logits"],
+            dynamic_axes={name: {0: "batch", 1: "tokens"} for name in ONNX_INPUTS} | {"logits": {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,  # the TorchScript exporter needs no onnxscript and handles this model fully
+        )
+    partial.rename(target)
+
+
+def _quantize(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = target.with_suffix(".partial")
+    quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8)
+    partial.rename(target)
+
+
+class OnnxSequenceClassifier:
+    """An exported sequence classifier on ONNX Runtime, called like the transformers model it
+    came from (``model(input_ids=..., attention_mask=...).logits``), with its ``config``."""
+
+    def __init__(self, path: Path, config, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.path = path
+        self.config = config
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def eval(self) -> OnnxSequenceClassifier:
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SequenceClassifierOutput:
+        feeds = {"input_ids": _numpy(input_ids), "attention_mask": _numpy(attention_mask)}
+        (logits,) = self.session.run(["logits"], feeds)
+        return SequenceClassifierOutput(logits=torch.from_numpy(logits))
+
+
+def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    return values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
