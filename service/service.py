@@ -102,13 +102,11 @@ class EmotionModel:
     """Internal: the champion model behind adaptive batching."""
 
     def __init__(self) -> None:
-        import torch
-
         from service.champion import ChampionHolder
 
         settings = Settings()
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        # The only model process on the machine: all cores, unless told otherwise.
+        settings = settings.model_copy(update={"threads": settings.threads or os.cpu_count()})
         self.holder = ChampionHolder(settings, on_swap=_export_model_info)
         self.holder.start()
 
@@ -176,6 +174,9 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     traffic={"timeout": 60},
     workers=SETTINGS.workers,
     logging={"access": {"enabled": SETTINGS.access_log}},
+    # BentoML wraps every request in OpenTelemetry spans even with no exporter; off, its
+    # middleware lets every URL straight through.
+    **({} if SETTINGS.tracing else {"tracing": {"excluded_urls": [".*"]}}),
 )
 @bentoml.asgi_app(web, path="/")
 class EmotionService:
@@ -203,14 +204,9 @@ class EmotionService:
     def _start_model(self) -> None:
         """The champion in this process, behind the in-process dynamic batcher (no second
         service, no network hop per request)."""
-        import torch
-
         from service.batching import MicroBatcher
         from service.champion import ChampionHolder
 
-        # Workers share the cores: oversubscribed torch threads only fight each other.
-        threads = self.settings.torch_threads or max(1, (os.cpu_count() or 1) // self.settings.workers)
-        torch.set_num_threads(threads)
         self.holder = ChampionHolder(self.settings, on_swap=_export_model_info)
         self.holder.start()
         self.batcher = MicroBatcher(
