@@ -1,17 +1,19 @@
 """``emotion-ops bench``: one run, on loopback, of everything the performance targets compare.
 
-1. The compute ceiling: the champion in-process, batched, fp32 and int8 (texts/s), and int8's
-   test accuracy against fp32's.
+1. The compute ceiling: the champion in-process, batched, on PyTorch and ONNX Runtime, fp32 and
+   int8 (texts/s), with each one's test accuracy.
 2. The baseline: the same model behind FastAPI + uvicorn, one forward per request
    (``service/fastapi_baseline.py``).
-3. Our BentoML service: fp32 and int8 with monitoring on, int8 with the prediction log and
-   custom metrics off (monitoring overhead), and int8 with the model as a second BentoML service
-   behind BentoML's adaptive batching (what the in-process batcher gained).
+3. Our BentoML service on both runtimes and precisions with monitoring on; the served runtime's
+   int8 with the prediction log and custom metrics off (monitoring overhead), and as two BentoML
+   services, the model behind BentoML's adaptive batching (what the in-process batcher gained).
 4. The drift job on 10k and 100k logged rows (seconds and peak memory of its process).
 
 Load is a closed loop: ``concurrency`` clients, each sending its next request when the last one
-is answered, one test-set text per request, a bounded number of requests per case. Results go to
-``var/bench/<time>/results.json`` and ``results.md`` (and ``var/bench/latest.md``).
+is answered, one test-set text per request, a bounded number of requests per case. All servers
+run side by side and the cases take turns in rounds, so drift in the machine's speed hits them
+alike. Results go to ``var/bench/<time>/results.json`` and ``results.md`` (and
+``var/bench/latest.md``).
 """
 
 from __future__ import annotations
@@ -38,15 +40,52 @@ from emotion_ops.settings import Settings
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class Case:
+    """One server under load: which layout, runtime and precision, monitoring on or off."""
+
+    name: str  # baseline | bentoml | bentoml-no-monitoring | bentoml-two-process
+    runtime: str
+    precision: str
+    monitoring: bool = True
+    in_process: bool = True
+
+    @property
+    def variant(self) -> str:
+        return f"{self.runtime}-{self.precision}"
+
+
+def service_cases(runtime: str, precision: str) -> tuple[Case, ...]:
+    """Our service on both runtimes and precisions; monitoring off and the old two-process
+    layout on the served default (``runtime``, ``precision``)."""
+    return (
+        Case("bentoml", "torch", "fp32"),
+        Case("bentoml", "torch", "int8"),
+        Case("bentoml", "onnx", "fp32"),
+        Case("bentoml", "onnx", "int8"),
+        Case("bentoml-no-monitoring", runtime, precision, monitoring=False),
+        # Before the in-process batcher: the model as a second BentoML service (adaptive batching).
+        Case("bentoml-two-process", runtime, precision, in_process=False),
+    )
+
+
+BASELINE = Case("baseline", "torch", "fp32", monitoring=False)
+
+
 @dataclass
 class LoadResult:
-    case: str
-    precision: str
+    case: Case
     concurrency: int
-    requests: int
-    errors: int
-    seconds: float
-    latencies_ms: list[float] = field(repr=False)
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def add(self, latencies: list[float], errors: int, seconds: float) -> None:
+        self.requests += len(latencies) + errors
+        self.errors += errors
+        self.seconds += seconds
+        self.latencies_ms.extend(latencies)
 
     @property
     def throughput(self) -> float:
@@ -57,8 +96,9 @@ class LoadResult:
 
     def row(self) -> dict:
         return {
-            "case": self.case,
-            "precision": self.precision,
+            "case": self.case.name,
+            "runtime": self.case.runtime,
+            "precision": self.case.precision,
             "concurrency": self.concurrency,
             "requests": self.requests,
             "errors": self.errors,
@@ -70,15 +110,15 @@ class LoadResult:
         }
 
 
-async def _closed_loop(url: str, texts: list[str], concurrency: int, requests: int, headers: dict) -> tuple:
+async def _closed_loop(url: str, texts: list[str], concurrency: int, requests: int, offset: int = 0) -> tuple:
     import aiohttp
 
     latencies: list[float] = []
     errors = 0
-    counter = iter(range(requests))
+    counter = iter(range(offset, offset + requests))
     timeout = aiohttp.ClientTimeout(total=120)
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=headers) as session:
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
         async def client() -> None:
             nonlocal errors
@@ -100,24 +140,37 @@ async def _closed_loop(url: str, texts: list[str], concurrency: int, requests: i
         return latencies, errors, time.perf_counter() - started
 
 
-def load(
-    url: str, texts: list[str], concurrency: int, requests: int, case: str, precision: str
-) -> LoadResult:
-    # A short warm-up first: the first requests pay for lazy imports and allocator growth.
-    asyncio.run(_closed_loop(url, texts, concurrency, min(requests, 2 * concurrency), {}))
-    latencies, errors, seconds = asyncio.run(_closed_loop(url, texts, concurrency, requests, {}))
-    return LoadResult(case, precision, concurrency, requests, errors, seconds, latencies)
+def interleaved_load(
+    urls: dict[Case, str], texts: list[str], concurrency: int, requests: int, rounds: int, progress=print
+) -> list[LoadResult]:
+    """``requests`` per case at ``concurrency`` clients, in ``rounds`` rounds that take the cases in
+    turn: a machine that slows down or speeds up mid-run (2 shared cores) then affects every case
+    alike instead of whichever ran at that moment. Every case gets a short warm-up first (lazy
+    imports, allocator growth, both workers' first forwards)."""
+    for url in urls.values():
+        asyncio.run(_closed_loop(f"{url}/predict", texts, concurrency, min(requests, 2 * concurrency)))
+    results = {case: LoadResult(case, concurrency) for case in urls}
+    per_round = [requests // rounds + (index < requests % rounds) for index in range(rounds)]
+    sent = 0
+    for count in per_round:
+        for case, url in urls.items():
+            results[case].add(*asyncio.run(_closed_loop(f"{url}/predict", texts, concurrency, count, sent)))
+        sent += count
+    for result in results.values():
+        progress(f"  c={concurrency} {result.case.name} {result.case.variant}: {result.row()}")
+    return list(results.values())
 
 
-def _bento(settings: Settings, work: Path, quantize: bool, monitoring: bool, in_process: bool = True):
+def _bento(settings: Settings, work: Path, case: Case):
     """The service as ``bentoml serve`` on a free port: (context manager, base URL)."""
     port = free_port()
     env = {
         **os.environ,
         "EMOTION_VAR_DIR": str(settings.var_dir),
-        "EMOTION_QUANTIZE": str(quantize).lower(),
-        "EMOTION_MONITORING": str(monitoring).lower(),
-        "EMOTION_MODEL_IN_PROCESS": str(in_process).lower(),
+        "EMOTION_RUNTIME": case.runtime,
+        "EMOTION_QUANTIZE": str(case.precision == "int8").lower(),
+        "EMOTION_MONITORING": str(case.monitoring).lower(),
+        "EMOTION_MODEL_IN_PROCESS": str(case.in_process).lower(),
         "EMOTION_PREDICTION_LOG_URL": f"sqlite:///{work / f'predictions-{uuid.uuid4().hex[:6]}.db'}",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
@@ -126,32 +179,98 @@ def _bento(settings: Settings, work: Path, quantize: bool, monitoring: bool, in_
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     url = f"http://127.0.0.1:{port}"
     command = [bentoml, "serve", "service.service:EmotionService", "--host", "127.0.0.1", "--port", str(port)]
-    name = f"bentoml-{'int8' if quantize else 'fp32'}-{'on' if monitoring else 'off'}-{in_process}"
-    return running_process(command, env, bentoml_ready(url), work / f"{name}.log", 300, PROJECT_ROOT), url
+    log = work / f"{case.name}-{case.variant}.log"
+    return running_process(command, env, bentoml_ready(url), log, 300, PROJECT_ROOT), url
+
+
+def _baseline(bundle, work: Path):
+    port = free_port()
+    command = [sys.executable, "-m", "service.fastapi_baseline", "--model-dir", str(bundle.model_dir)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    url = f"http://127.0.0.1:{port}"
+    ready = lambda: answers(f"{url}/health")  # noqa: E731
+    return running_process(
+        [*command, "--port", str(port)], env, ready, work / "baseline.log", 300, PROJECT_ROOT
+    ), url
 
 
 def ceiling(bundle, texts: list[str], test_texts: list[str], test_labels: list[str]) -> dict:
-    """In-process batched throughput, fp32 and int8, and int8's accuracy against fp32's."""
-    from service.champion import quantize_dynamic_int8
+    """In-process batched throughput on every runtime and precision, with test accuracy.
 
+    Two ways to use the cores, and the ceiling is the better one: one process whose runtime
+    spreads each forward over every core, and one single-threaded process per core, each with
+    its share of the texts (the layout the service's workers use).
+    """
+    from emotion_ops.runtime import load_predictor
+
+    cores = os.cpu_count() or 1
     results = {}
-    for precision in ("fp32", "int8"):
-        predictor = bundle.predictor(batch_size=64)
-        if precision == "int8":
-            predictor.model = quantize_dynamic_int8(predictor.model)
-        predictor.predict_proba(texts[:64])  # warm-up
-        started = time.perf_counter()
-        predictor.predict_proba(texts)
-        seconds = time.perf_counter() - started
-        predicted = predictor.predict_proba(test_texts).argmax(axis=1)
-        accuracy = float(
-            np.mean([predictor.labels[i] == label for i, label in zip(predicted, test_labels, strict=True)])
-        )
-        results[precision] = {
-            "texts_per_s": round(len(texts) / seconds, 1),
-            "test_accuracy": round(accuracy, 4),
-        }
+    for runtime in ("torch", "onnx"):
+        for precision in ("fp32", "int8"):
+            options = _predictor_options(bundle, runtime, precision)
+            predictor = load_predictor(bundle.model_dir, threads=cores, **options)
+            predictor.predict_proba(texts[:64])  # warm-up
+            started = time.perf_counter()
+            predictor.predict_proba(texts)
+            one_process = len(texts) / (time.perf_counter() - started)
+            per_core = (
+                _parallel_throughput(bundle.model_dir, options, texts, cores) if cores > 1 else one_process
+            )
+            predicted = predictor.predict_proba(test_texts).argmax(axis=1)
+            accuracy = np.mean(
+                [predictor.labels[i] == label for i, label in zip(predicted, test_labels, strict=True)]
+            )
+            results[f"{runtime}-{precision}"] = {
+                "runtime": runtime,
+                "precision": precision,
+                "texts_per_s": round(max(one_process, per_core), 1),
+                "one_process_texts_per_s": round(one_process, 1),
+                "process_per_core_texts_per_s": round(per_core, 1),
+                "test_accuracy": round(float(accuracy), 4),
+            }
     return results
+
+
+def _predictor_options(bundle, runtime: str, precision: str) -> dict:
+    return {
+        "runtime": runtime,
+        "quantize": precision == "int8",
+        "max_length": bundle.card["max_length"],
+        "batch_size": 64,
+    }
+
+
+def _parallel_throughput(model_dir: Path, options: dict, texts: list[str], processes: int) -> float:
+    """Texts/s of ``processes`` single-threaded processes, each on every n-th text, timed from a
+    common start (a barrier after loading and warming up) to the last one's end."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    shards = [texts[index::processes] for index in range(processes)]
+    children = [
+        context.Process(target=_ceiling_child, args=(model_dir, options, shard, barrier, results))
+        for shard in shards
+    ]
+    for child in children:
+        child.start()
+    try:
+        seconds = [results.get(timeout=600) for _ in children]
+    finally:
+        for child in children:
+            child.join(timeout=60)
+    return len(texts) / max(seconds)
+
+
+def _ceiling_child(model_dir: Path, options: dict, texts: list[str], barrier, results) -> None:
+    from emotion_ops.runtime import load_predictor
+
+    predictor = load_predictor(model_dir, threads=1, **options)
+    predictor.predict_proba(texts[:64])  # warm-up
+    barrier.wait()
+    started = time.perf_counter()
+    predictor.predict_proba(texts)
+    results.put(time.perf_counter() - started)
 
 
 def drift_timing(
@@ -250,12 +369,15 @@ def run(
     settings: Settings,
     concurrency: tuple[int, ...] = (1, 8, 32),
     requests: int = 1000,
+    rounds: int = 4,
     ceiling_texts: int = 1024,
     drift_sizes: tuple[int, ...] = (10_000, 100_000),
     output_root: Path | None = None,
     progress=print,
 ) -> Path:
     """Run every case; returns the folder with results.json and results.md."""
+    from contextlib import ExitStack
+
     from emotion_ops.registry import connect, load_bundle
     from training.data import load_emotion_dataset
 
@@ -269,42 +391,28 @@ def run(
     progress("compute ceiling (in-process, batched)")
     pool = (texts * (ceiling_texts // len(texts) + 1))[:ceiling_texts]
     compute = ceiling(bundle, pool, texts, test["label"].tolist())
+    progress(f"  {compute}")
 
     loads: list[LoadResult] = []
-    progress("baseline: FastAPI + uvicorn, one forward per request")
-    port = free_port()
-    command = [sys.executable, "-m", "service.fastapi_baseline", "--model-dir", str(bundle.model_dir)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    ready = lambda: answers(f"http://127.0.0.1:{port}/health")  # noqa: E731
-    with running_process(
-        [*command, "--port", str(port)], env, ready, work / "baseline.log", 300, PROJECT_ROOT
-    ):
+    with ExitStack() as servers:
+        urls = {}
+        served_precision = "int8" if settings.quantize else "fp32"
+        for case in (BASELINE, *service_cases(settings.runtime, served_precision)):
+            progress(f"starting {case.name} {case.variant}")
+            server, url = _baseline(bundle, work) if case is BASELINE else _bento(settings, work, case)
+            servers.enter_context(server)
+            urls[case] = url
         for level in concurrency:
-            loads.append(load(f"http://127.0.0.1:{port}/predict", texts, level, requests, "baseline", "fp32"))
-            progress(f"  c={level}: {loads[-1].row()}")
-
-    cases = (
-        ("bentoml", False, True, True),
-        ("bentoml", True, True, True),
-        ("bentoml-no-monitoring", True, False, True),
-        # Before the in-process batcher: the model as a second BentoML service (adaptive batching).
-        ("bentoml-two-process", True, True, False),
-    )
-    for case, quantize, monitoring, in_process in cases:
-        precision = "int8" if quantize else "fp32"
-        progress(f"{case} {precision}")
-        server, url = _bento(settings, work, quantize, monitoring, in_process)
-        with server:
-            for level in concurrency:
-                loads.append(load(f"{url}/predict", texts, level, requests, case, precision))
-                progress(f"  c={level}: {loads[-1].row()}")
+            progress(f"load at {level} clients, {requests} requests per case in {rounds} interleaved rounds")
+            loads += interleaved_load(urls, texts, level, requests, rounds, progress)
 
     drift = []
     if drift_sizes:
         progress(f"drift job on {', '.join(map(str, drift_sizes))} logged rows")
         drift = drift_timing(settings, bundle, texts, drift_sizes, work)
 
-    results = summarise(bundle, compute, loads, drift, concurrency, requests)
+    served = f"{settings.runtime}-{'int8' if settings.quantize else 'fp32'}"
+    results = summarise(bundle, served, compute, loads, drift, concurrency, requests, rounds)
     (output / "results.json").write_text(json.dumps(results, indent=2))
     markdown = to_markdown(results)
     (output / "results.md").write_text(markdown)
@@ -316,27 +424,38 @@ def run(
 
 
 def summarise(
-    bundle, compute: dict, loads: list[LoadResult], drift: list[dict], concurrency, requests
+    bundle,
+    served: str,
+    compute: dict,
+    loads: list[LoadResult],
+    drift: list[dict],
+    concurrency,
+    requests,
+    rounds,
 ) -> dict:
     rows = [result.row() for result in loads]
-    by_key = {(r["case"], r["precision"], r["concurrency"]): r for r in rows}
+    by_key = {(r["case"], r["runtime"], r["precision"], r["concurrency"]): r for r in rows}
     for row in rows:
-        baseline = by_key.get(("baseline", "fp32", row["concurrency"]))
-        row["vs_baseline"] = round(row["req_per_s"] / baseline["req_per_s"], 2) if baseline else None
-        row["vs_ceiling"] = round(row["texts_per_s"] / compute[row["precision"]]["texts_per_s"], 2)
+        baseline = by_key.get(("baseline", "torch", "fp32", row["concurrency"]))
+        row["vs_baseline"] = _ratio(row["req_per_s"], baseline["req_per_s"]) if baseline else None
+        same_model = compute[f"{row['runtime']}-{row['precision']}"]["texts_per_s"]
+        row["vs_ceiling"] = _ratio(row["texts_per_s"], same_model)
         if row["case"] == "bentoml":
-            off = by_key.get(("bentoml-no-monitoring", row["precision"], row["concurrency"]))
-            row["monitoring_overhead"] = round(1 - row["req_per_s"] / off["req_per_s"], 3) if off else None
+            off = by_key.get(("bentoml-no-monitoring", row["runtime"], row["precision"], row["concurrency"]))
+            overhead = 1 - _ratio(row["req_per_s"], off["req_per_s"]) if off else None
+            row["monitoring_overhead"] = None if overhead is None else round(overhead, 3)
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": _processor_name(),
         },
         "model": {"name": bundle.name, "version": bundle.version, "max_length": bundle.card["max_length"]},
+        "served": served,
         "requests_per_case": requests,
+        "rounds": rounds,
         "concurrency": list(concurrency),
         "compute_ceiling": compute,
         "load": rows,
@@ -344,30 +463,50 @@ def summarise(
     }
 
 
+def _ratio(value: float, reference: float) -> float:
+    """Three significant digits: a tiny test model's ceiling is thousands of times its served
+    rate, and a fixed number of decimals would round that ratio to zero."""
+    return float(f"{value / reference:.3g}") if reference else float("nan")
+
+
+def _processor_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def to_markdown(results: dict) -> str:
     machine = results["machine"]
-    compute = results["compute_ceiling"]
     lines = [
         f"Measured {results['measured_at']} on {machine['cpus']} CPUs ({machine['processor']}, "
         f"{machine['platform']}), model {results['model']['name']} v{results['model']['version']}, "
-        f"{results['requests_per_case']} requests per case, one test-set text per request.",
+        f"{results['requests_per_case']} requests per case and client count in {results['rounds']} "
+        f"interleaved rounds, one test-set text per request; the service's default is {results['served']}.",
         "",
-        "Compute ceiling (in-process, batches of 64): "
-        + ", ".join(
-            f"{p} {c['texts_per_s']} texts/s (test accuracy {100 * c['test_accuracy']:.2f} %)"
-            for p, c in compute.items()
-        ),
-        "",
-        "| case | precision | clients | req/s | p50 ms | p95 ms | p99 ms | errors | vs baseline | vs ceiling "
-        "| monitoring overhead |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| compute ceiling (in-process, batches of up to 64) | texts/s | test accuracy |",
+        "| --- | ---: | ---: |",
     ]
-    for r in results["load"]:
+    for variant, c in results["compute_ceiling"].items():
+        lines.append(f"| {variant} | {c['texts_per_s']} | {100 * c['test_accuracy']:.2f} % |")
+    lines += [
+        "",
+        "The ceiling is the better of one process using every core and one single-threaded process "
+        "per core (the service's layout); both are in results.json.",
+        "",
+        "| case | runtime | precision | clients | req/s | p50 ms | p95 ms | p99 ms | errors | vs baseline "
+        "| vs ceiling | monitoring overhead |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(results["load"], key=lambda r: r["concurrency"]):
         overhead = r.get("monitoring_overhead")
         lines.append(
-            f"| {r['case']} | {r['precision']} | {r['concurrency']} | {r['req_per_s']} | {r['p50_ms']} | "
-            f"{r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {r['vs_baseline']}x | {r['vs_ceiling']:.0%} | "
-            f"{'' if overhead is None else f'{overhead:.1%}'} |"
+            f"| {r['case']} | {r['runtime']} | {r['precision']} | {r['concurrency']} | {r['req_per_s']} | "
+            f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {r['vs_baseline']}x | "
+            f"{r['vs_ceiling']:.0%} | {'' if overhead is None else f'{overhead:.1%}'} |"
         )
     if results["drift"]:
         lines += [

@@ -542,9 +542,13 @@ def bench(
         str, typer.Option(help="Comma-separated logged-row counts to time the drift job on ('' to skip).")
     ] = "10000,100000",
     ceiling_texts: Annotated[int, typer.Option(min=64, help="Texts for the in-process ceiling.")] = 1024,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Interleaved rounds the cases take turns in at each client count.")
+    ] = 4,
 ) -> None:
     """Benchmark the champion: in-process ceiling, a FastAPI baseline, and the BentoML service
-    (fp32, int8, monitoring off) under closed-loop load; the drift job on large windows."""
+    (PyTorch and ONNX Runtime, fp32 and int8, monitoring off) under closed-loop load; the drift
+    job on large windows."""
     _quiet_libraries()
     from emotion_ops.bench import run
 
@@ -565,6 +569,7 @@ def bench(
         concurrency=levels,
         requests=requests,
         ceiling_texts=ceiling_texts,
+        rounds=min(rounds, requests),
         drift_sizes=numbers(drift_rows, "--drift-rows"),
         progress=typer.echo,
     )
