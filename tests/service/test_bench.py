@@ -24,7 +24,7 @@ def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkey
     assert all(
         c["texts_per_s"] > 0 and 0 <= c["test_accuracy"] <= 1 for c in results["compute_ceiling"].values()
     )
-    assert results["served"] == "onnx-fp32"  # the defaults
+    assert results["served"] == "onnx-int8"  # the defaults
     cases = {(row["case"], row["runtime"], row["precision"], row["concurrency"]) for row in results["load"]}
     assert cases == {
         (case, runtime, precision, level)
@@ -34,8 +34,8 @@ def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkey
             ("bentoml", "torch", "int8"),
             ("bentoml", "onnx", "fp32"),
             ("bentoml", "onnx", "int8"),
-            ("bentoml-no-monitoring", "onnx", "fp32"),
-            ("bentoml-two-process", "onnx", "fp32"),
+            ("bentoml-no-monitoring", "onnx", "int8"),
+            ("bentoml-two-process", "onnx", "int8"),
         )
         for level in (1, 2)
     }
@@ -44,7 +44,7 @@ def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkey
         assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["vs_baseline"] > 0 and row["vs_ceiling"] > 0
     for row in results["load"]:
-        served = (row["runtime"], row["precision"]) == ("onnx", "fp32")
+        served = (row["runtime"], row["precision"]) == ("onnx", "int8")
         if row["case"] == "bentoml":  # an overhead exactly where the same model ran without monitoring
             assert (row["monitoring_overhead"] is not None) == served
     (drift,) = results["drift"]

@@ -37,8 +37,8 @@ def test_holder_serves_the_alias_and_swaps_on_refresh(registry, tiny_base_model,
 
 
 def test_int8_model_keeps_the_predictions(registry):
-    fp32 = ChampionHolder(Settings(var_dir=registry)).current
-    int8 = ChampionHolder(Settings(var_dir=registry, quantize=True)).current
+    fp32 = ChampionHolder(Settings(var_dir=registry, runtime="torch", quantize=False)).current
+    int8 = ChampionHolder(Settings(var_dir=registry, runtime="torch", quantize=True)).current
     assert int8.quantized and int8.describe()["quantized"] is True
     full = fp32.predictor.predict_proba(TEXTS)
     quantized = int8.predictor.predict_proba(TEXTS)
@@ -51,8 +51,8 @@ MIXED = [*TEXTS, "i feel so very happy and glad and cheerful today and i really 
 
 
 def test_onnx_runtime_gives_the_torch_probabilities(registry):
-    torch_model = ChampionHolder(Settings(var_dir=registry, runtime="torch")).current
-    onnx_model = ChampionHolder(Settings(var_dir=registry, runtime="onnx")).current
+    torch_model = ChampionHolder(Settings(var_dir=registry, runtime="torch", quantize=False)).current
+    onnx_model = ChampionHolder(Settings(var_dir=registry, runtime="onnx", quantize=False)).current
     assert onnx_model.describe()["runtime"] == "onnx" and torch_model.describe()["runtime"] == "torch"
     expected = torch_model.predictor.predict_proba(MIXED)
     assert np.allclose(onnx_model.predictor.predict_proba(MIXED), expected, atol=1e-5)
@@ -67,9 +67,9 @@ def test_onnx_runtime_gives_the_torch_probabilities(registry):
 
 
 def test_onnx_export_happens_once_per_version(registry):
-    holder = ChampionHolder(Settings(var_dir=registry, runtime="onnx"))
-    exported = holder.current.predictor.model.path
+    settings = Settings(var_dir=registry, runtime="onnx", quantize=False)
+    exported = ChampionHolder(settings).current.predictor.model.path
     assert exported.is_file() and exported.parent.name == "onnx"
     first_write = exported.stat().st_mtime_ns
-    again = ChampionHolder(Settings(var_dir=registry, runtime="onnx")).current.predictor.model.path
+    again = ChampionHolder(settings).current.predictor.model.path
     assert again == exported and exported.stat().st_mtime_ns == first_write
