@@ -393,10 +393,10 @@ def run(
     compute = ceiling(bundle, pool, texts, test["label"].tolist())
     progress(f"  {compute}")
 
+    served_precision = "int8" if settings.quantize else "fp32"
     loads: list[LoadResult] = []
     with ExitStack() as servers:
         urls = {}
-        served_precision = "int8" if settings.quantize else "fp32"
         for case in (BASELINE, *service_cases(settings.runtime, served_precision)):
             progress(f"starting {case.name} {case.variant}")
             server, url = _baseline(bundle, work) if case is BASELINE else _bento(settings, work, case)
@@ -411,8 +411,9 @@ def run(
         progress(f"drift job on {', '.join(map(str, drift_sizes))} logged rows")
         drift = drift_timing(settings, bundle, texts, drift_sizes, work)
 
-    served = f"{settings.runtime}-{'int8' if settings.quantize else 'fp32'}"
-    results = summarise(bundle, served, compute, loads, drift, concurrency, requests, rounds)
+    results = summarise(
+        bundle, f"{settings.runtime}-{served_precision}", compute, loads, drift, concurrency, requests, rounds
+    )
     (output / "results.json").write_text(json.dumps(results, indent=2))
     markdown = to_markdown(results)
     (output / "results.md").write_text(markdown)

@@ -6,6 +6,7 @@ The embedded defaults need nothing running: MLflow tracking and registry in SQLi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,8 +171,6 @@ class Settings(BaseSettings):
     def inference_threads(self) -> int:
         """Threads for one model process: workers share the cores, and oversubscribed
         inference threads only fight each other."""
-        import os
-
         return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
