@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 from mlflow import MlflowClient
 
@@ -73,3 +77,33 @@ def test_onnx_export_happens_once_per_version(registry):
     first_write = exported.stat().st_mtime_ns
     again = ChampionHolder(settings).current.predictor.model.path
     assert again == exported and exported.stat().st_mtime_ns == first_write
+
+
+# Run in a fresh interpreter: torch's thread pool, once started by any test, stays for good.
+THREADS_AROUND_PREDICT = """
+import os, sys, torch
+from emotion_ops.settings import Settings
+from service.champion import ChampionHolder
+torch.set_num_threads(2)  # what torch picks on any multi-core machine
+predictor = ChampionHolder(Settings(var_dir=sys.argv[1], runtime="onnx", threads=1)).current.predictor
+before = len(os.listdir("/proc/self/task"))
+for _ in range(3):
+    predictor.predict(sys.argv[2:])
+print(before, len(os.listdir("/proc/self/task")))
+"""
+
+
+def test_onnx_inference_starts_no_torch_threads(registry):
+    """On ONNX Runtime torch only pads and converts: an op that starts its OpenMP pool leaves
+    threads spinning after every forward, which cost the server a fifth of its CPU."""
+    ChampionHolder(Settings(var_dir=registry, runtime="onnx", threads=1))  # export here, not in the child
+    result = subprocess.run(
+        [sys.executable, "-c", THREADS_AROUND_PREDICT, str(registry), *MIXED],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after = map(int, result.stdout.split()[-2:])
+    assert after == before, "predicting on ONNX Runtime started threads (torch's OpenMP pool?)"
