@@ -4,23 +4,27 @@ The schema lives here because monitoring reads it; the service only writes throu
 ``PredictionLogWriter``. SQLite (WAL) by default, PostgreSQL (or any SQLAlchemy URL) in
 production.
 
-Delivery: rows go into a bounded in-memory queue; a background thread inserts them in batches.
-When the database fails, the batch is appended to a spool file on local disk and replayed once
-the database answers again. Inserts ignore ids already present, so a replay after a partial
-failure never duplicates a row.
+Delivery: rows go into an in-memory queue bounded in rows and in bytes; a background thread
+inserts them in batches. When the database is down, the batch is written to a spool file on
+local disk (itself bounded in bytes) and replayed once the database answers again. Inserts
+ignore ids already present, so a replay after a partial failure never duplicates a row. When
+the database answers but refuses a batch, the batch is split until the rows it refuses are
+found; those go to a ``rejected/`` file beside the spool, and every other row is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -48,9 +52,21 @@ predictions = sa.Table(
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
 )
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+feedback_pending = sa.Table(
+    "feedback_pending",
+    metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Linear time on any input: a match may only start where a run of its characters starts (the
+# look-behinds), and runs are bounded (RFC 5321 caps an address's local part at 64 characters
+# and a domain at 255; phone numbers stay under 24), so no start position rescans a long token.
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
-_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)")
+_PHONE = re.compile(r"(?<![\w+])\+?\d[\d\s().-]{7,22}\d(?!\w)")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def redact(text: str) -> str:
@@ -58,6 +74,15 @@ def redact(text: str) -> str:
     text = _EMAIL.sub("[EMAIL]", text)
     text = _URL.sub("[URL]", text)
     return _PHONE.sub("[PHONE]", text)
+
+
+def storable(text: str) -> str:
+    """The text with what no database column takes (NUL, unpaired surrogates) replaced by U+FFFD.
+
+    PostgreSQL refuses NUL in text and no UTF-8 encoder takes a lone surrogate; either would
+    make the whole batch fail.
+    """
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def spool_dir_for(root: Path, url: str) -> Path:
@@ -105,6 +130,18 @@ class PredictionStore:
             return
         with self.engine.begin() as connection:
             connection.execute(self._insert_ignoring_duplicates(), rows)
+        # After the commit, not inside it: a label recorded as pending while this transaction
+        # ran is then either seen here or sees these rows (``record_feedback_or_pending``).
+        self._apply_pending_feedback([row["id"] for row in rows])
+
+    def answers(self) -> bool:
+        """True when the database takes a trivial query (it is up, whatever a batch did)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
 
     def _insert_ignoring_duplicates(self):
         dialect = self.engine.dialect.name
@@ -126,6 +163,52 @@ class PredictionStore:
             )
         return result.rowcount > 0
 
+    def record_feedback_or_pending(self, request_id: str, label: str, keep_hours: float) -> dict | None:
+        """Label a logged prediction and return its row; when it is not logged yet (still queued
+        in another worker or pod), keep the label as pending and return None.
+
+        A pending label is applied when its row is inserted, or dropped after ``keep_hours``
+        (an id that is never logged: sampled out, or made up).
+        """
+        row = self.get(request_id)
+        if row is not None:
+            self.record_feedback(request_id, label)
+            return row
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            connection.execute(
+                feedback_pending.delete().where(
+                    feedback_pending.c.received_at < now - timedelta(hours=keep_hours)
+                )
+            )
+            connection.execute(feedback_pending.delete().where(feedback_pending.c.request_id == request_id))
+            connection.execute(
+                feedback_pending.insert().values(request_id=request_id, label=label, received_at=now)
+            )
+        # The row may have been inserted while the label was being recorded.
+        self._apply_pending_feedback([request_id])
+        return None
+
+    def _apply_pending_feedback(self, ids: list[str]) -> None:
+        with self.engine.begin() as connection:
+            pending = connection.execute(
+                sa.select(feedback_pending).where(feedback_pending.c.request_id.in_(ids))
+            ).all()
+            for request_id, label, received_at in pending:
+                updated = connection.execute(
+                    predictions.update()
+                    .where(predictions.c.id == request_id)
+                    .values(feedback_label=label, feedback_at=received_at)
+                )
+                if updated.rowcount:
+                    connection.execute(
+                        feedback_pending.delete().where(feedback_pending.c.request_id == request_id)
+                    )
+
+    def pending_feedback_count(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(feedback_pending)).scalar_one()
+
     def get(self, request_id: str) -> dict | None:
         with self.engine.connect() as connection:
             row = connection.execute(predictions.select().where(predictions.c.id == request_id)).first()
@@ -137,34 +220,56 @@ class PredictionStore:
 
 
 class PredictionLogWriter:
-    """Batches rows into the store from a background thread; spools to disk when it fails."""
+    """Batches rows into the store from a background thread; spools to disk when it fails.
+
+    Nothing it meets stops it: a failing cycle is logged, counted (``on_error``) and the next
+    one runs. Rows it cannot keep at all (the spool is full or the disk refuses) are counted
+    (``on_dropped``) and logged, never silently lost.
+    """
 
     def __init__(
         self,
         store: PredictionStore,
         spool_dir: Path,
         max_queue: int = 10_000,
+        max_queue_bytes: int = 64_000_000,
+        spool_max_bytes: int = 1_000_000_000,
         batch_size: int = 256,
         flush_interval: float = 0.5,
         linger: float = 0.2,
         retry_interval: float = 5.0,
+        stale_claim_seconds: float = 600.0,
         on_write_failure: Callable[[int], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+        on_rejected: Callable[[int], None] | None = None,
+        on_spool_bytes: Callable[[int], None] | None = None,
+        on_error: Callable[[], None] | None = None,
     ):
         self.store = store
         self.spool_dir = spool_dir
+        self.rejected_dir = spool_dir / "rejected"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        # A process that died mid-replay left its claimed file behind: hand it back to the queue
-        # of spooled files (a second replay is harmless, inserts skip ids already present).
-        for orphan in self.spool_dir.glob("*.replaying-*"):
-            orphan.rename(orphan.with_suffix(".jsonl"))
+        self.max_queue_bytes = max_queue_bytes
+        self.spool_max_bytes = spool_max_bytes
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.linger = linger
         self.retry_interval = retry_interval
+        self.stale_claim_seconds = stale_claim_seconds
         self.on_write_failure = on_write_failure or (lambda rows: None)
         self.on_depth = on_depth or (lambda depth: None)
+        self.on_dropped = on_dropped or (lambda rows: None)
+        self.on_rejected = on_rejected or (lambda rows: None)
+        self.on_spool_bytes = on_spool_bytes or (lambda size: None)
+        self.on_error = on_error or (lambda: None)
+        # A process that died mid-replay left its claimed file behind: hand it back to the queue
+        # of spooled files (a second replay is harmless, inserts skip ids already present). A
+        # young claim belongs to a live process (another worker) and is left to it.
+        self._reclaim_stale_claims(stale_claim_seconds)
         self._queue: queue.Queue[dict] = queue.Queue(maxsize=max_queue)
+        self._queued_bytes = 0
+        self._bytes_lock = threading.Lock()
         self._spool_lock = threading.Lock()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -181,13 +286,26 @@ class PredictionLogWriter:
     def depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def submit(self, rows: list[dict]) -> None:
-        """Queue rows without blocking; when the queue is full they go straight to the spool."""
+        """Queue rows without blocking; past the row or byte bound they go to the spool."""
         overflow = []
         for row in rows:
+            size = _row_bytes(row)
+            with self._bytes_lock:
+                fits = self._queued_bytes + size <= self.max_queue_bytes
+                if fits:
+                    self._queued_bytes += size
+            if not fits:
+                overflow.append(row)
+                continue
             try:
                 self._queue.put_nowait(row)
             except queue.Full:
+                self._release_bytes([row])
                 overflow.append(row)
         if overflow:
             self._spool(overflow)
@@ -213,21 +331,44 @@ class PredictionLogWriter:
     def spooled_files(self) -> list[Path]:
         return sorted(self.spool_dir.glob("*.jsonl"))
 
+    def rejected_files(self) -> list[Path]:
+        return sorted(self.rejected_dir.glob("*.jsonl")) if self.rejected_dir.is_dir() else []
+
+    def spool_bytes(self) -> int:
+        total = 0
+        for path in self.spool_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # another process replayed it just now
+                if path.is_file():
+                    total += path.stat().st_size
+        return total
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            batch = self._drain(self.batch_size, wait=self.flush_interval, linger=self.linger)
-            if batch:
-                self._write(batch)
-            self.on_depth(self.depth)
-            if self._queue.empty():
-                self._idle.set()
-            if time.monotonic() - self._last_retry >= self.retry_interval:
-                self._last_retry = time.monotonic()
-                self._replay_spool()
-        remaining = self._drain(max_rows=None)
-        if remaining:
-            self._write(remaining)
-        self._idle.set()
+            try:
+                self._cycle()
+            except Exception:  # a bug or an unforeseen failure must not end the thread
+                log.exception("prediction log writer cycle failed; carrying on")
+                self.on_error()
+                self._stop.wait(1.0)
+        try:
+            remaining = self._drain(max_rows=None)
+            if remaining:
+                self._write(remaining)
+        finally:
+            self._idle.set()
+
+    def _cycle(self) -> None:
+        batch = self._drain(self.batch_size, wait=self.flush_interval, linger=self.linger)
+        if batch:
+            self._write(batch)
+        self.on_depth(self.depth)
+        if self._queue.empty():
+            self._idle.set()
+        if time.monotonic() - self._last_retry >= self.retry_interval:
+            self._last_retry = time.monotonic()
+            self._reclaim_stale_claims(self.stale_claim_seconds)
+            self._replay_spool()
+            self.on_spool_bytes(self.spool_bytes())
 
     def _drain(self, max_rows: int | None, wait: float = 0.0, linger: float = 0.0) -> list[dict]:
         """Up to ``max_rows`` rows: waits ``wait`` for the first, then ``linger`` for more to
@@ -242,16 +383,60 @@ class PredictionLogWriter:
                 rows.append(self._queue.get_nowait())
         except queue.Empty:
             pass
+        self._release_bytes(rows)
         return rows
+
+    def _release_bytes(self, rows: list[dict]) -> None:
+        if rows:
+            released = sum(_row_bytes(row) for row in rows)
+            with self._bytes_lock:
+                self._queued_bytes -= released
 
     def _write(self, rows: list[dict]) -> None:
         try:
-            self._ensure_schema()
-            self.store.insert_many(rows)
-        except Exception as error:  # any database failure: keep the rows on disk instead
+            self._insert(rows)
+        except Exception as error:
+            if self.store.answers():  # the database is up and refused these rows: find which
+                log.warning("prediction log store refused a batch of %d rows: %s", len(rows), error)
+                self._insert_isolating_rejects(rows)
+                return
             log.warning("prediction log write failed (%s rows spooled): %s", len(rows), error)
             self.on_write_failure(len(rows))
             self._spool(rows)
+
+    def _insert(self, rows: list[dict]) -> None:
+        self._ensure_schema()
+        for start in range(0, len(rows), self.batch_size):
+            self.store.insert_many(rows[start : start + self.batch_size])
+
+    def _insert_isolating_rejects(self, rows: list[dict]) -> None:
+        """Split the batch until each refused row is alone; write the rest, set those aside.
+
+        A batch with one bad row costs about 2 log2(n) extra inserts, not n.
+        """
+        if len(rows) == 1:
+            try:
+                self._insert(rows)
+            except Exception as error:
+                self._reject(rows, error)
+            return
+        for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
+            try:
+                self._insert(half)
+            except Exception:
+                if not self.store.answers():  # went down meanwhile: keep the rest for replay
+                    self.on_write_failure(len(half))
+                    self._spool(half)
+                    continue
+                self._insert_isolating_rejects(half)
+
+    def _reject(self, rows: list[dict], error: Exception) -> None:
+        log.error(
+            "prediction log store refused row %s; kept in %s: %s", rows[0].get("id"), self.rejected_dir, error
+        )
+        self.on_rejected(len(rows))
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        self._write_file(self.rejected_dir, [{**row, "_error": str(error)[:500]} for row in rows])
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -259,13 +444,38 @@ class PredictionLogWriter:
             self._schema_ready = True
 
     def _spool(self, rows: list[dict]) -> None:
+        """Keep rows on disk for a later replay; never raises (it runs on the request path when
+        the queue is full): rows the spool cannot take are counted as dropped."""
+        try:
+            with self._spool_lock:
+                if self.spool_bytes() >= self.spool_max_bytes:
+                    raise OSError(f"the spool holds {self.spool_max_bytes} bytes or more (its limit)")
+                self._write_file(self.spool_dir, rows)
+        except Exception as error:
+            log.error("prediction log: %d rows dropped, the spool cannot take them: %s", len(rows), error)
+            self.on_dropped(len(rows))
+
+    def _write_file(self, folder: Path, rows: list[dict]) -> None:
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
-        partial = self.spool_dir / f"{name}.partial"
-        with self._spool_lock, partial.open("w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, default=_json_default) + "\n")
+        partial = folder / f"{name}.partial"
+        try:
+            with partial.open("w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, default=_json_default) + "\n")
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         # Appear complete or not at all: a replaying process never reads a half-written file.
-        partial.rename(self.spool_dir / f"{name}.jsonl")
+        partial.rename(folder / f"{name}.jsonl")
+
+    def _reclaim_stale_claims(self, max_age: float) -> None:
+        """Hand back files claimed for replay by a process that died (claims are touched when
+        made, so a live replayer's claim is young)."""
+        now = time.time()
+        for claimed in self.spool_dir.glob("*.replaying-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - claimed.stat().st_mtime >= max_age:
+                    claimed.rename(claimed.with_name(claimed.name.split(".replaying-")[0] + ".jsonl"))
 
     def _replay_spool(self) -> None:
         for path in self.spooled_files():
@@ -273,19 +483,26 @@ class PredictionLogWriter:
             claimed = path.with_suffix(f".replaying-{uuid.uuid4().hex[:8]}")
             try:
                 path.rename(claimed)
-            except FileNotFoundError:
+                os.utime(claimed)  # the claim's age, for _reclaim_stale_claims
+                rows = [_from_json(line) for line in claimed.read_text(encoding="utf-8").splitlines() if line]
+            except FileNotFoundError:  # another process claimed it first
                 continue
-            rows = [_from_json(line) for line in claimed.read_text(encoding="utf-8").splitlines() if line]
             try:
-                self._ensure_schema()
-                for start in range(0, len(rows), self.batch_size):
-                    self.store.insert_many(rows[start : start + self.batch_size])
-            except Exception as error:  # still down: put the file back for the next retry
-                claimed.rename(path)
-                log.info("prediction log store still unavailable; spooled rows wait: %s", error)
-                return
-            claimed.unlink()
+                self._insert(rows)
+            except Exception as error:
+                if not self.store.answers():  # still down: put the file back for the next retry
+                    with contextlib.suppress(FileNotFoundError):
+                        claimed.rename(path)
+                    log.info("prediction log store still unavailable; spooled rows wait: %s", error)
+                    return
+                self._insert_isolating_rejects(rows)
+            claimed.unlink(missing_ok=True)
             log.info("replayed %d spooled prediction rows from %s", len(rows), path.name)
+
+
+def _row_bytes(row: dict) -> int:
+    # The text dominates a row; the rest is a few hundred bytes.
+    return len(row.get("text", "")) + 300
 
 
 def _json_default(value):

@@ -1,12 +1,33 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from monitoring.prediction_log import PredictionLogWriter, PredictionStore, redact, spool_dir_for
+from monitoring.prediction_log import (
+    PredictionLogWriter,
+    PredictionStore,
+    redact,
+    spool_dir_for,
+    storable,
+)
+from tests.utils.postgres import fresh_postgres_database
+
+
+@pytest.fixture
+def postgres_store():
+    with fresh_postgres_database() as url:
+        store = PredictionStore.from_url(url)
+        store.create_schema()
+        yield store
+        store.engine.dispose()
 
 
 def _row(**overrides) -> dict:
@@ -87,7 +108,10 @@ def test_file_left_mid_replay_by_a_dead_process_is_replayed(tmp_path):
     blocker.unlink()
     store = PredictionStore.from_url(f"sqlite:///{tmp_path / 'log.db'}")
     (orphan,) = spool.glob("*.jsonl")
-    orphan.rename(orphan.with_suffix(".replaying-deadbeef"))  # what a crash mid-replay leaves
+    claimed = orphan.with_suffix(".replaying-deadbeef")  # what a crash mid-replay leaves
+    orphan.rename(claimed)
+    stale = time.time() - 3600
+    os.utime(claimed, (stale, stale))  # claimed an hour ago: its replayer is gone
 
     writer = PredictionLogWriter(store, spool, retry_interval=0.1)
     deadline = time.monotonic() + 10
@@ -96,3 +120,138 @@ def test_file_left_mid_replay_by_a_dead_process_is_replayed(tmp_path):
     writer.close()
     assert store.count() == 2
     assert not list(spool.iterdir())
+
+
+def _sqlite_store(tmp_path) -> PredictionStore:
+    store = PredictionStore.from_url(f"sqlite:///{tmp_path / 'log.db'}")
+    store.create_schema()
+    return store
+
+
+def _wait(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_redaction_is_linear_on_long_tokens_and_still_finds_contacts():
+    # Each of these took seconds to hours with the old patterns (every start position rescanned
+    # the token); a child process with a deadline turns a regression into a failure, not a hang.
+    code = (
+        "from monitoring.prediction_log import redact\n"
+        "for token in ('a' * 1_000_000, '1 ' * 500_000, 'a.' * 500_000, 'x@' * 300_000):\n"
+        "    redact(token)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert redact("write to " + "a" * 70 + "@example.com") != "write to [EMAIL]"  # local part > 64
+    assert redact("ping bob_smith@mail.example.org today") == "ping [EMAIL] today"
+    assert redact("call 555-123-4567") == "call [PHONE]"
+
+
+def test_text_no_database_takes_is_made_storable():
+    assert storable("hi\x00there") == "hi\ufffdthere"
+    assert storable("lone \ud800 surrogate") == "lone \ufffd surrogate"
+    assert storable("ok: émotions 😀") == "ok: émotions 😀"
+
+
+def test_a_row_the_database_refuses_is_set_aside_and_the_rest_written(tmp_path, postgres_store):
+    rejected = []
+    writer = PredictionLogWriter(postgres_store, tmp_path / "spool", on_rejected=rejected.append)
+    good = [_row() for _ in range(9)]
+    poison = _row(text="hi\x00")  # PostgreSQL refuses NUL in text
+    writer.submit([*good[:4], poison, *good[4:]])
+    assert writer.flush(timeout=10)
+    writer.close()
+    assert postgres_store.count() == 9
+    assert sum(rejected) == 1 and not writer.spooled_files()
+    (kept,) = writer.rejected_files()
+    assert poison["id"] in kept.read_text()
+
+
+def test_a_spool_file_with_a_refused_row_does_not_block_the_files_behind_it(tmp_path, postgres_store):
+    spool = tmp_path / "spool"
+    blocker = tmp_path / "db"
+    blocker.write_text("not a folder")  # first the database cannot be opened: rows get spooled
+    down = PredictionLogWriter(PredictionStore(sa.create_engine(f"sqlite:///{blocker / 'x.db'}")), spool)
+    first, second = [_row(), _row(text="bad\x00"), _row()], [_row(), _row()]
+    down.submit(first)
+    assert down.flush(timeout=5)
+    down.submit(second)
+    down.close()
+    assert len(list(spool.glob("*.jsonl"))) == 2
+
+    writer = PredictionLogWriter(postgres_store, spool, retry_interval=0.1)
+    assert _wait(lambda: postgres_store.count() == 4 and not writer.spooled_files())
+    writer.close()
+    assert len(writer.rejected_files()) == 1
+
+
+def test_the_writer_thread_survives_a_failing_cycle(tmp_path):
+    store = _sqlite_store(tmp_path)
+    calls = []
+
+    def flaky_depth(depth):
+        calls.append(depth)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in a callback")
+
+    errors = []
+    writer = PredictionLogWriter(
+        store, tmp_path / "spool", on_depth=flaky_depth, on_error=lambda: errors.append(1)
+    )
+    writer.submit([_row()])
+    assert _wait(lambda: errors)
+    writer.submit([_row(), _row()])
+    assert _wait(lambda: store.count() == 3)
+    assert writer.alive
+    writer.close()
+
+
+def test_a_young_claim_of_another_live_process_is_left_to_it(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    claimed = spool / "123-abc.replaying-0badc0de"
+    claimed.write_text("")  # just claimed by another worker, which is replaying it now
+    writer = PredictionLogWriter(_sqlite_store(tmp_path), spool, retry_interval=0.05)
+    time.sleep(0.3)
+    writer.close()
+    assert claimed.exists() and not writer.spooled_files()
+
+
+def test_queue_bytes_and_spool_size_are_bounded_and_drops_are_counted(tmp_path):
+    blocker = tmp_path / "db"
+    blocker.write_text("not a folder")
+    failing = PredictionStore(sa.create_engine(f"sqlite:///{blocker / 'log.db'}"))
+    dropped, spool_sizes = [], []
+    writer = PredictionLogWriter(
+        failing,
+        tmp_path / "spool",
+        max_queue_bytes=10_000,
+        spool_max_bytes=4_000,
+        retry_interval=0.05,
+        on_dropped=dropped.append,
+        on_spool_bytes=spool_sizes.append,
+    )
+    writer.submit([_row(text="x" * 20_000)])  # over the queue's byte bound: straight to the spool
+    assert len(writer.spooled_files()) == 1 and writer.depth == 0
+    writer.submit([_row(text="y" * 100)])  # the spool is over its limit: dropped, counted
+    assert writer.flush(timeout=5)
+    writer.close()
+    assert sum(dropped) == 1
+    assert len(writer.spooled_files()) == 1
+    assert spool_sizes and max(spool_sizes) > 4_000
+
+
+def test_a_label_for_a_row_not_logged_yet_waits_and_is_applied_when_it_arrives(tmp_path, postgres_store):
+    for store in (_sqlite_store(tmp_path), postgres_store):
+        row = _row()
+        assert store.record_feedback_or_pending(row["id"], "joy", keep_hours=1) is None
+        assert store.pending_feedback_count() == 1
+        store.insert_many([row])  # the other worker's queue reaches the database
+        assert store.get(row["id"])["feedback_label"] == "joy"
+        assert store.pending_feedback_count() == 0
+        logged = store.record_feedback_or_pending(row["id"], "anger", keep_hours=1)
+        assert logged["emotion"] == "joy" and store.get(row["id"])["feedback_label"] == "anger"
