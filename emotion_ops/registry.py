@@ -59,26 +59,47 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         raise
 
 
-def download_version(client: MlflowClient, settings: Settings, version: ModelVersion) -> ModelBundle:
-    """Download one registered version (cached by version: versions never change)."""
-    target = settings.var_dir / "model-cache" / version.name / str(version.version)
-    if not (target / "MLmodel").is_file():
-        partial = target.with_name(target.name + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(partial)
-        )
-        if target.exists():
-            import shutil
+COMPLETE_MARKER = ".download-complete"
 
-            shutil.rmtree(target)
-        partial.rename(target)
+
+def download_version(client: MlflowClient, settings: Settings, version: ModelVersion) -> ModelBundle:
+    """Download one registered version (cached by version: versions never change).
+
+    Workers of one host share the cache and start together on a cold one: a file lock makes
+    one download while the others wait, each download goes to a folder of its own, and a cached
+    copy is trusted only once its completion marker exists (a copy cut short is fetched again).
+    """
+    from filelock import FileLock
+
+    target = settings.var_dir / "model-cache" / version.name / str(version.version)
+    if not (target / COMPLETE_MARKER).is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):
+            if not (target / COMPLETE_MARKER).is_file():
+                _download_into(target, version)
     return ModelBundle(
         name=version.name,
         version=str(version.version),
         local_dir=target,
         aliases=tuple(version.aliases or ()),
     )
+
+
+def _download_into(target: Path, version: ModelVersion) -> None:
+    import shutil
+    import tempfile
+
+    partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
+    try:
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(partial)
+        )
+        (partial / COMPLETE_MARKER).touch()
+        if target.exists():  # an incomplete copy (no marker) from an older release or a crash
+            shutil.rmtree(target)
+        partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def load_bundle(client: MlflowClient, settings: Settings, alias: str = CHAMPION) -> ModelBundle:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -107,3 +108,36 @@ def test_onnx_inference_starts_no_torch_threads(registry):
     assert result.returncode == 0, result.stderr[-2000:]
     before, after = map(int, result.stdout.split()[-2:])
     assert after == before, "predicting on ONNX Runtime started threads (torch's OpenMP pool?)"
+
+
+def test_workers_on_a_cold_cache_download_once_and_a_cut_copy_is_fetched_again(registry, tmp_path):
+    """Two workers start together on a cold cache (the default layout), in two processes."""
+    cold = tmp_path / "var"
+    shutil.copytree(registry, cold, ignore=shutil.ignore_patterns("model-cache", "bentoml"))
+    code = (
+        "import sys\n"
+        "from emotion_ops.settings import Settings\n"
+        "from emotion_ops.registry import connect, load_bundle\n"
+        "settings = Settings(var_dir=sys.argv[1])\n"
+        "bundle = load_bundle(connect(settings), settings)\n"
+        "print(sorted(p.name for p in bundle.local_dir.rglob('*') if p.is_file()))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code, str(cold)], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    listings = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers)
+    assert listings[0] == listings[1] and "model.safetensors" in listings[0]
+    cache = cold / "model-cache" / "emotion-classifier"
+    (version,) = {p.name for p in cache.iterdir() if p.is_dir()}  # one copy, no partial folder left
+    assert sorted(p.name for p in cache.iterdir()) == [version, f"{version}.lock"]
+
+    # What the old race left behind: a copy with only MLmodel, once trusted forever.
+    for path in sorted((cache / version).rglob("*"), reverse=True):
+        if path.name != "MLmodel":
+            path.unlink() if path.is_file() else path.rmdir()
+    settings = Settings(var_dir=cold)
+    holder = ChampionHolder(settings)
+    assert [p.emotion for p in holder.current.predictor.predict(TEXTS)] == ["joy", "anger", "fear", "love"]
