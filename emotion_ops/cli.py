@@ -223,28 +223,55 @@ def base_model_command(
         typer.echo(f"max |hidden state difference| vs all-MiniLM-L6-v2: {difference:.2e}")
 
 
-def _serve(settings: Settings) -> None:
-    import shutil
-    import subprocess
+def serve_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The ``bentoml serve`` command line and environment that serve ``settings``.
+
+    - ``--working-dir`` is the folder that holds this installation's ``service`` package (the
+      checkout, or site-packages for an installed wheel), so the served code is the installed
+      code, whatever the current folder holds.
+    - ``BENTOML_HOME`` is per port under ``var_dir``: BentoML empties its Prometheus
+      multiprocess folder there at start, so two services sharing one folder blank each
+      other's metrics.
+    """
     import sys
     from pathlib import Path
 
-    bentoml = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
+    code_root = Path(__file__).resolve().parents[1]
+    # This interpreter's BentoML, whatever PATH holds.
     command = [
-        bentoml,
+        sys.executable,
+        "-m",
+        "bentoml",
         "serve",
         "service.service:EmotionService",
+        "--working-dir",
+        str(code_root),
         "--host",
         settings.host,
         "--port",
         str(settings.port),
     ]
+    home = settings.var_dir / "bentoml" / f"port-{settings.port}"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "BENTOML_HOME": str(home), "EMOTION_VAR_DIR": str(settings.var_dir)}
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return command, env
+
+
+def _serve(settings: Settings) -> None:
+    import sys
+
+    settings.check_serving_security()
+    command, env = serve_command(settings)
     typer.echo(
         f"serving on http://{settings.host}:{settings.port} (page: /ui, API docs: /, metrics: /metrics)"
     )
-    # The service reads its settings from the same environment; run from the project root so
-    # `service.service` resolves to this checkout.
-    raise typer.Exit(subprocess.call(command, cwd=Path(__file__).resolve().parents[1]))
+    # exec, not a child process: BentoML's arbiter then is this process (PID 1 in a container)
+    # and gets SIGTERM itself; it stops accepting, lets in-flight requests finish and runs the
+    # shutdown hooks that flush the prediction log.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, env)
 
 
 @app.command()
@@ -575,6 +602,35 @@ def bench(
     )
     typer.echo((output / "results.md").read_text())
     typer.echo(f"results: {output / 'results.json'}")
+
+
+@app.command()
+@_user_errors
+def soak(
+    seconds: Annotated[float, typer.Option(min=30, help="How long the load runs.")] = 600,
+    clients: Annotated[int, typer.Option(min=1, help="Closed-loop clients.")] = 32,
+    outage: Annotated[
+        float, typer.Option(min=0, help="Seconds PostgreSQL is stopped for, mid-run (0: no outage).")
+    ] = 60,
+    postgres: Annotated[
+        str, typer.Option(help="Admin URL of the PostgreSQL server the log goes to (a fresh database).")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+) -> None:
+    """Soak the champion in the default layout on PostgreSQL, with a database outage mid-run:
+    5xx count, rows answered vs logged, RSS per process (run on a machine whose PostgreSQL
+    this may stop and start: pg_ctlcluster)."""
+    _quiet_libraries()
+    from emotion_ops.soak import run, to_markdown
+
+    results = run(
+        Settings(),
+        seconds=seconds,
+        clients=clients,
+        outage_seconds=outage,
+        admin_url=postgres,
+        progress=typer.echo,
+    )
+    typer.echo(to_markdown(results))
 
 
 def main() -> None:

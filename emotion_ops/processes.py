@@ -3,6 +3,7 @@ afterwards. Used by the benchmark (and the tests) to run real servers side by si
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -61,10 +62,13 @@ def running_process(
             time.sleep(0.5)
         yield process
     finally:
-        # SIGTERM first: the service flushes its prediction log before exiting.
-        os.killpg(process.pid, signal.SIGTERM)
+        # SIGTERM first: the service flushes its prediction log before exiting. The group may
+        # be gone already (a caller stopped it).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()

@@ -22,6 +22,7 @@ DATA_DIR_CANDIDATES = (
     _PROJECT_ROOT.parent / "shared" / "data" / "emotion",  # beside the checkout, from any cwd
 )
 HUB_DATASET_ID = "dair-ai/emotion"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Settings(BaseSettings):
@@ -72,8 +73,23 @@ class Settings(BaseSettings):
     model_alias: str = Field(default="champion", description="Registry alias the service serves.")
     refresh_seconds: float = Field(default=30.0, gt=0, description="How often the alias is re-resolved.")
     api_key: SecretStr | None = Field(default=None, description="Require x-api-key when set.")
+    # Secure by default: without a key the service only starts on loopback, unless anonymous
+    # prediction is asked for explicitly. Feedback trains models, so it always needs the key.
+    allow_anonymous: bool | None = Field(
+        default=None,
+        description="Serve predictions without an API key; default: only when bound to loopback.",
+    )
     max_batch_texts: int = Field(default=256, ge=1, description="Most texts in one /predict_batch.")
-    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest accepted request body.")
+    # A text longer than this is refused (400): it would be tokenized and stored whole. The
+    # model reads its first max_length tokens (64 to 128: a few hundred characters) anyway.
+    max_text_chars: int = Field(default=2_000, ge=16, description="Most characters in one text.")
+    max_body_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Largest accepted request body; default: the largest valid /predict_batch body.",
+    )
+    # Past this many texts waiting for the model, requests are shed with 503 and Retry-After.
+    batch_queue_limit: int = Field(default=2048, ge=1, description="Most texts queued for the model.")
     uncertain_below: float = Field(default=0.5, ge=0, le=1, description="Confidence under this is uncertain.")
     model_in_process: bool = Field(
         default=True,
@@ -121,6 +137,15 @@ class Settings(BaseSettings):
     log_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of predictions logged.")
     log_redact: bool = Field(default=False, description="Redact e-mails, phone numbers and URLs.")
     log_queue_size: int = Field(default=10_000, ge=1)
+    log_queue_bytes: int = Field(
+        default=64_000_000, ge=1024, description="Most text bytes queued for the log; the rest spools."
+    )
+    spool_max_bytes: int = Field(
+        default=1_000_000_000, ge=1024, description="Largest spool folder; rows past it are dropped, counted."
+    )
+    feedback_pending_hours: float = Field(
+        default=1.0, gt=0, description="How long a label waits for a prediction not logged yet."
+    )
 
     # Drift reports.
     reports_dir: Path | None = Field(default=None, description="Where reports go; default var/reports.")
@@ -128,6 +153,9 @@ class Settings(BaseSettings):
     drift_min_rows: int = Field(default=100, ge=1, description="Fewer rows: 'not enough data'.")
     drift_sample_rows: int = Field(
         default=20_000, ge=100, description="Most rows of a window that go into the Evidently report."
+    )
+    drift_sample_bytes: int = Field(
+        default=100_000_000, ge=100_000, description="Most text bytes the drift sample holds in memory."
     )
     drift_share: float = Field(
         default=0.25, gt=0, le=1, description="Dataset drift when this share of columns drifts."
@@ -142,9 +170,19 @@ class Settings(BaseSettings):
     retrain_webhook_url: str | None = None
     retrain_webhook_token: SecretStr | None = None
     live_accuracy_floor: float = Field(default=0.85, ge=0, le=1)
+    live_accuracy_min_labels: int = Field(
+        default=50, ge=1, description="Labelled rows in the window before live accuracy can trigger."
+    )
     retrain_min_new_labels: int = Field(default=200, ge=0)
     retrain_cooldown_hours: float = Field(default=24.0, ge=0)
     retrain_holdout_share: float = Field(default=0.2, ge=0, lt=1)
+    # A model trained on feedback waits as challenger unless this says otherwise: feedback is
+    # written by clients, and the gate cannot see every way labels can be wrong.
+    retrain_auto_promote: bool = Field(
+        default=False, description="Promote a feedback-retrained model that passes the gate."
+    )
+    retrain_webhook_attempts: int = Field(default=3, ge=1, le=10)
+    retrain_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     retrain_profile: str = Field(default="quick", description="Training profile for retraining.")
     retrain_config: dict[str, Any] = Field(
         default_factory=dict, description='JSON overrides of the profile, e.g. {"epochs": 2}.'
@@ -154,6 +192,32 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("api_key", "retrain_webhook_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value):
+        # compose passes ${EMOTION_API_KEY:-} as an empty string: that is no key, not a key "".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        if self.allow_anonymous is not None:
+            return self.allow_anonymous
+        return self.host in LOOPBACK_HOSTS
+
+    def check_serving_security(self) -> None:
+        """Refuse to serve without a key on a non-loopback interface unless asked explicitly."""
+        if self.api_key is None and not self.anonymous_allowed:
+            raise ValueError(
+                f"no API key: set EMOTION_API_KEY (clients send it as x-api-key), or set "
+                f"EMOTION_ALLOW_ANONYMOUS=true to serve predictions on {self.host} without one"
+            )
+
+    @property
+    def body_limit_bytes(self) -> int:
+        """Every body the API document calls valid fits: the most texts of the most characters,
+        each character JSON-escaped (up to 12 bytes for a character outside the BMP)."""
+        return self.max_body_bytes or self.max_batch_texts * self.max_text_chars * 12 + 65_536
 
     @property
     def tracking_uri(self) -> str:

@@ -68,6 +68,7 @@ class DriftPolicy:
     text_threshold: float = 0.55
     min_rows: int = 100
     sample_rows: int = 20_000
+    sample_bytes: int = 100_000_000  # texts are cut so that a full sample stays under this
     null_quantile: float = 0.99  # window-size-aware thresholds: chance drift in 1 run of 100
     null_rounds: int = 100
 
@@ -110,12 +111,22 @@ class WindowSample:
 
 
 def read_window(
-    store: PredictionStore, window: TrafficWindow, sample_rows: int, chunk_rows: int = 5000, seed: int = 0
+    store: PredictionStore,
+    window: TrafficWindow,
+    sample_rows: int,
+    chunk_rows: int = 5000,
+    seed: int = 0,
+    sample_bytes: int = 100_000_000,
 ) -> WindowSample:
-    """Stream the window from the store, keeping exact counts and a reservoir sample."""
+    """Stream the window from the store, keeping exact counts and a reservoir sample.
+
+    Bounded in bytes as well as rows: each text is cut (in the database, before it is sent) to
+    its share of ``sample_bytes``, so a window of very long texts cannot exhaust memory.
+    """
+    max_chars = max(64, sample_bytes // (sample_rows + chunk_rows))  # the sample + one chunk in flight
     query = sa.select(
         predictions.c.created_at,
-        predictions.c.text,
+        sa.func.substr(predictions.c.text, 1, max_chars).label("text"),
         predictions.c.emotion,
         predictions.c.confidence,
         predictions.c.feedback_label,
@@ -381,7 +392,7 @@ def analyse(
     started = time.perf_counter()
     created_at = datetime.now(UTC)
     report_id = f"{created_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    window_data = read_window(store, window, policy.sample_rows)
+    window_data = read_window(store, window, policy.sample_rows, sample_bytes=policy.sample_bytes)
     result = DriftResult(
         report_id=report_id,
         created_at=created_at,

@@ -1,4 +1,4 @@
-"""ASGI middleware in front of every route: API key, body size, and error counting.
+"""ASGI middleware in front of every route: API key, body size, disconnects and error counting.
 
 It runs before BentoML parses a body, so a missing key or an oversized body is refused before
 any work is done, and every refusal is JSON a client can act on.
@@ -6,14 +6,42 @@ any work is done, and every refusal is JSON a client can act on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
+from contextvars import ContextVar
 
 from service.metrics import ERRORS
+from service.openapi import JSON_BODY_PATHS, OPEN_PATHS
 
-# Health and metrics stay open: probes and Prometheus carry no key.
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
-_ERROR_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "payload_too_large"}
+# Labels train the next model: anonymous feedback would let anyone steer it.
+KEYED_PATHS = frozenset({"/feedback"})
+_ERROR_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}
+RETRY_AFTER_SECONDS = b"1"
+# BentoML answers any error of 500 and up with one generic sentence. A handler that knows what
+# the client should do puts it here (``say_error``) and the guard puts it into the body.
+_ERROR_MESSAGE: ContextVar[dict | None] = ContextVar("emotion_error_message", default=None)
+
+
+def say_error(message: str) -> None:
+    """Make ``message`` the body's ``error`` of this request's error response."""
+    holder = _ERROR_MESSAGE.get()
+    if holder is not None:
+        holder["error"] = message
+
+
+def is_open(path: str) -> bool:
+    """Health, metrics and the docs page with its assets need no key."""
+    return path in OPEN_PATHS or path.startswith("/static_content/")
 
 
 def error_type(status: int) -> str:
@@ -33,11 +61,18 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
-        if self.api_key is not None and path not in OPEN_PATHS:
+        if self.api_key is not None and not is_open(path):
             given = headers.get(b"x-api-key", b"")
             # compare_digest: the time taken says nothing about how much of the key matched.
             if not hmac.compare_digest(given, self.api_key):
                 return await _reply(send, 401, "missing or invalid x-api-key header")
+        if self.api_key is None and path in KEYED_PATHS:
+            return await _reply(
+                send, 403, "feedback needs an API key: start the service with EMOTION_API_KEY set"
+            )
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if path in JSON_BODY_PATHS and media_type and media_type != b"application/json":
+            return await _reply(send, 415, "send the body as JSON, with content-type: application/json")
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             return await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
@@ -47,6 +82,8 @@ class RequestGuard:
         chunks, size = [], 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return None  # the client left before sending its request: nothing to do
             if message["type"] != "http.request":
                 break
             chunks.append(message.get("body", b""))
@@ -57,30 +94,159 @@ class RequestGuard:
                 break
         body = b"".join(chunks)
         replayed = False
+        disconnected = asyncio.Event()
 
         async def replay_receive():
             nonlocal replayed
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        error_start: dict | None = None
+        error_body: list[bytes] = []
 
         async def counting_send(message):
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                ERRORS.labels(error_type(message["status"])).inc()
-            await send(message)
+            nonlocal error_start
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status < 400:
+                    return await send(message)
+                ERRORS.labels(error_type(status)).inc()
+                error_start = message  # held until the body is known: it may be rewritten
+                return None
+            if error_start is None or message["type"] != "http.response.body":
+                return await send(message)
+            error_body.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return None
+            start, body = _one_error_shape(error_start, b"".join(error_body), held.get("error"))
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return None
 
-        await self.app(scope, replay_receive, counting_send)
+        async def watch_for_disconnect():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        # A client that hangs up cancels its request, so texts nobody waits for are never
+        # computed (the batcher drops cancelled requests from its queue).
+        held: dict = {}
+        token = _ERROR_MESSAGE.set(held)
+        try:
+            handler = asyncio.ensure_future(self.app(scope, replay_receive, counting_send))
+        finally:
+            _ERROR_MESSAGE.reset(token)
+        watcher = asyncio.ensure_future(watch_for_disconnect())
+        try:
+            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not handler.done():
+            handler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler
+            return None
+        return handler.result()
+
+
+def _one_error_shape(start: dict, body: bytes, message: str | None) -> tuple[dict, bytes]:
+    """Every error body as the document declares it: one JSON object with ``error``.
+
+    BentoML sends some errors as a one-element list, and non-JSON text for others (a 404 of
+    an unknown path, a 405); a 503 also gets Retry-After.
+    """
+    headers = [
+        (name, value)
+        for name, value in start.get("headers", [])
+        if name.lower() not in (b"content-length", b"content-type")
+    ]
+    try:
+        payload = json.loads(body) if body else None
+    except ValueError:
+        payload = None
+    if isinstance(payload, list) and len(payload) == 1 and isinstance(payload[0], dict):
+        payload = payload[0]
+    if not isinstance(payload, dict) or not isinstance(payload.get("error"), str):
+        text = body.decode("utf-8", "replace").strip() or "error"
+        payload = {"error": text}
+    if message:
+        payload = {**payload, "error": message}
+    if start["status"] == 503:  # overload or a dependency down: say when to come back
+        headers.append((b"retry-after", RETRY_AFTER_SECONDS))
+    encoded = json.dumps(payload).encode()
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
+    return {**start, "headers": headers}, encoded
 
 
 async def _reply(send, status: int, message: str) -> None:
     ERRORS.labels(error_type(status)).inc()
     body = json.dumps({"error": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def endpoint_label(path: str) -> str:
+    """The route a path belongs to: BentoML labels request metrics by raw path, so without this
+    every unknown path (or report id) a client sends would create new series."""
+    if path in _KNOWN_ROUTES:
+        return path
+    if path.startswith("/reports/"):
+        return "/reports/{report_id}"
+    if path.startswith("/static_content/"):
+        return "/static_content/{file}"
+    return "other"
+
+
+_KNOWN_ROUTES = frozenset(
+    {
+        "/predict",
+        "/predict_batch",
+        "/feedback",
+        "/model",
+        "/labels",
+        "/reports",
+        "/ui",
+        "/docs/init.js",
+        "/schema.json",
+        *OPEN_PATHS,
+    }
+)
+
+
+def bound_endpoint_labels() -> None:
+    """Make BentoML's request metrics label by route, not by raw path.
+
+    BentoML's metrics middleware is the outermost one and reads ``scope["path"]`` before any
+    middleware of ours runs, so it is replaced (before the server builds its app) by a subclass
+    that hands it the route's label and gives the inner app the real path back.
+    """
+    from bentoml._internal.server.http import instruments
+
+    original = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(original, "_emotion_bounded", False):
+        return
+
+    class BoundedLabelsMetricsMiddleware(original):
+        _emotion_bounded = True
+
+        def __init__(self, app, *args, **kwargs):
+            async def with_real_path(scope, receive, send):
+                real = scope.get("_emotion_real_path")
+                if real is not None:
+                    scope = {**scope, "path": real}
+                await app(scope, receive, send)
+
+            super().__init__(with_real_path, *args, **kwargs)
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"].startswith("http"):
+                label = endpoint_label(scope["path"])
+                if label != scope["path"]:
+                    scope = {**scope, "path": label, "_emotion_real_path": scope["path"]}
+            await super().__call__(scope, receive, send)
+
+    instruments.RunnerTrafficMetricsMiddleware = BoundedLabelsMetricsMiddleware

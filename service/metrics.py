@@ -49,3 +49,27 @@ BATCH_SIZE = Histogram(
     "Texts per forward pass of the in-process batcher.",
     buckets=(1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256),
 )
+LOG_DROPPED = Counter(
+    "emotion_prediction_log_dropped_rows_total",
+    "Rows neither written nor spooled (the spool was full or the disk refused them).",
+)
+LOG_REJECTED = Counter(
+    "emotion_prediction_log_rejected_rows_total",
+    "Rows the database refused while it was up (kept in the spool's rejected/ folder).",
+)
+LOG_WRITER_ERRORS = Counter(
+    "emotion_prediction_log_writer_errors_total", "Writer cycles that failed unexpectedly (it carries on)."
+)
+LOG_SPOOL_BYTES = Gauge(
+    "emotion_prediction_log_spool_bytes",
+    "Bytes of rows waiting on local disk for the database.",
+    multiprocess_mode="livemax",  # the workers of one service share one spool folder
+)
+LOG_SPOOL_LIMIT = Gauge(
+    "emotion_prediction_log_spool_limit_bytes",
+    "The spool's size limit (EMOTION_SPOOL_MAX_BYTES).",
+    multiprocess_mode="livemax",
+)
+BATCHER_SHED = Counter(
+    "emotion_shed_texts_total", "Texts refused with 503 because the model's queue was full."
+)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -23,35 +24,56 @@ from typing import Annotated
 
 import bentoml
 from bentoml.exceptions import ServiceUnavailable
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, Field
 
 from emotion_ops.settings import Settings
-from monitoring.prediction_log import PredictionLogWriter, PredictionStore, redact, spool_dir_for
+from monitoring.prediction_log import (
+    PredictionLogWriter,
+    PredictionStore,
+    redact,
+    spool_dir_for,
+    storable,
+)
 from monitoring.reports import ReportIndex, ReportNotFound
-from service.guard import RequestGuard
+from service.batching import Overloaded
+from service.guard import RequestGuard, bound_endpoint_labels, say_error
 from service.metrics import (
     BATCH_SIZE,
+    BATCHER_SHED,
     CONFIDENCE,
     FEEDBACK,
     FEEDBACK_CORRECT,
     INPUT_TOKENS,
+    LOG_DROPPED,
     LOG_QUEUE_DEPTH,
+    LOG_REJECTED,
+    LOG_SPOOL_BYTES,
+    LOG_SPOOL_LIMIT,
     LOG_WRITE_FAILURES,
+    LOG_WRITER_ERRORS,
     MODEL_INFO,
     PREDICTIONS,
     TRUNCATED,
     UNCERTAIN,
 )
+from service.openapi import exact_document
 
 log = logging.getLogger(__name__)
 
 # Read once at import for what decorators need (limits, batching); models load in __init__.
 SETTINGS = Settings()
 MAX_BATCH_TEXTS = SETTINGS.max_batch_texts
-UI_PAGE = (Path(__file__).parent / "ui.html").read_text(encoding="utf-8")
+MAX_TEXT_CHARS = SETTINGS.max_text_chars
+# Package data (pyproject.toml): the wheel the image installs carries these files.
+STATIC = Path(__file__).parent / "static"
+UI_PAGE = (STATIC / "ui.html").read_text(encoding="utf-8")
+DOCS_PAGE = (STATIC / "docs.html").read_text(encoding="utf-8")
+DOCS_INIT = (STATIC / "docs-init.js").read_text(encoding="utf-8")
+# The docs page may load this service's own assets and nothing else.
+DOCS_POLICY = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
 REPORT_FIELDS = (
     "id",
     "created_at",
@@ -68,13 +90,31 @@ REPORT_FIELDS = (
 )
 
 
-def _not_blank(text: str) -> str:
-    if not text.strip():
+# The schema declares this pattern and the check below applies the same expression with the
+# same engine, so what the document calls valid is exactly what the service accepts.
+NOT_BLANK = r"\S"
+_NOT_BLANK = re.compile(NOT_BLANK)
+
+
+def _checked_text(text: str) -> str:
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"text has {len(text)} characters; the limit is {MAX_TEXT_CHARS} (EMOTION_MAX_TEXT_CHARS)"
+        )
+    if not _NOT_BLANK.search(text):
         raise ValueError("text must contain at least one non-whitespace character")
-    return text
+    # NUL and unpaired surrogates: no tokenizer or database takes them.
+    return storable(text)
 
 
-Text = Annotated[str, AfterValidator(_not_blank), Field(description="The text to classify.")]
+Text = Annotated[
+    str,
+    AfterValidator(_checked_text),
+    Field(
+        description=f"The text to classify: 1 to {MAX_TEXT_CHARS} characters, not all whitespace.",
+        json_schema_extra={"pattern": NOT_BLANK, "maxLength": MAX_TEXT_CHARS},
+    ),
+]
 
 
 class EmotionPrediction(BaseModel):
@@ -92,9 +132,20 @@ class EmotionPrediction(BaseModel):
     latency_ms: float
 
 
+REQUEST_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 class Feedback(BaseModel):
-    request_id: str = Field(min_length=1, max_length=64)
-    label: str = Field(min_length=1, max_length=100)
+    request_id: str = Field(pattern=REQUEST_ID, description="The request_id of a prediction.")
+    label: str = Field(min_length=1, max_length=100, description="The true emotion.")
+
+
+class FeedbackReceipt(BaseModel):
+    request_id: str
+    label: str
+    status: str = Field(description="'recorded', or 'pending' until the prediction is logged.")
+    predicted: str | None = Field(description="What the model predicted (null while pending).")
+    correct: bool | None = Field(description="Whether the prediction was right (null while pending).")
 
 
 @bentoml.service(name="emotion-model", workers=1, traffic={"timeout": 60})
@@ -188,18 +239,27 @@ class EmotionService:
 
     def __init__(self) -> None:
         self.settings = Settings()
+        self.settings.check_serving_security()
         self.holder = self.batcher = None
         if self.settings.model_in_process:
             self._start_model()
         self.store = PredictionStore.from_url(self.settings.log_store_url)
+        LOG_SPOOL_LIMIT.set(self.settings.spool_max_bytes)
         self.writer = PredictionLogWriter(
             self.store,
             spool_dir_for(self.settings.spool_dir, self.settings.log_store_url),
             max_queue=self.settings.log_queue_size,
+            max_queue_bytes=self.settings.log_queue_bytes,
+            spool_max_bytes=self.settings.spool_max_bytes,
             on_write_failure=LOG_WRITE_FAILURES.inc,
             on_depth=LOG_QUEUE_DEPTH.set,
+            on_dropped=LOG_DROPPED.inc,
+            on_rejected=LOG_REJECTED.inc,
+            on_spool_bytes=LOG_SPOOL_BYTES.set,
+            on_error=LOG_WRITER_ERRORS.inc,
         )
         self._reports: ReportIndex | None = None
+        self._document: tuple[tuple[str, ...], dict] | None = None
 
     def _start_model(self) -> None:
         """The champion in this process, behind the in-process dynamic batcher (no second
@@ -213,6 +273,7 @@ class EmotionService:
             lambda texts: classify_with(self.holder.current, texts),
             max_batch=self.settings.batch_max_size,
             max_wait_ms=self.settings.batch_max_wait_ms,
+            max_queued_texts=self.settings.batch_queue_limit,
             on_batch=BATCH_SIZE.observe,
         )
 
@@ -279,7 +340,12 @@ class EmotionService:
         model service is down and the client gets a 503.
         """
         if self.batcher is not None:
-            return await self.batcher.submit(texts)
+            try:
+                return await self.batcher.submit(texts)
+            except Overloaded as error:
+                BATCHER_SHED.inc(len(texts))
+                say_error(str(error))  # the guard adds Retry-After to every 503
+                raise ServiceUnavailable(str(error)) from None
         import aiohttp
 
         for attempt in range(2):
@@ -291,7 +357,7 @@ class EmotionService:
 
     def _log_row(self, text: str, prediction: EmotionPrediction, now: datetime) -> dict:
         if self.settings.log_redact:
-            text = redact(text)
+            text = redact(text)  # linear time: it runs on the event loop
         return {
             "id": prediction.request_id,
             "created_at": now,
@@ -324,9 +390,16 @@ class EmotionService:
         description = await self._description()
         return {"labels": description["labels"], "model_version": description["version"]}
 
-    @web.post("/feedback")
-    async def feedback(self, body: Feedback) -> dict:
-        """Store the true label for a logged prediction."""
+    @web.post(
+        "/feedback",
+        response_model=FeedbackReceipt,
+        responses={202: {"model": FeedbackReceipt, "description": "Pending: not logged yet."}},
+    )
+    async def feedback(self, body: Feedback) -> JSONResponse:
+        """Store the true label for a logged prediction (needs the API key: labels train models).
+
+        A prediction still on its way to the log (queued in another worker or pod) gets the
+        label when it arrives: the answer is then 202, ``pending``."""
         description = await self._description()
         if body.label not in description["labels"]:
             raise HTTPException(400, f"unknown label '{body.label}'; expected one of {description['labels']}")
@@ -337,29 +410,32 @@ class EmotionService:
             log.warning("feedback not stored: %s", error)
             raise HTTPException(503, "the prediction log store is unavailable; retry later") from None
         if row is None:
-            raise HTTPException(404, f"unknown request_id '{body.request_id}' (never logged, or sampled out)")
+            receipt = FeedbackReceipt(
+                request_id=body.request_id, label=body.label, status="pending", predicted=None, correct=None
+            )
+            return JSONResponse(receipt.model_dump(), status_code=202)
         FEEDBACK.labels(row["model_version"]).inc()
         correct = row["emotion"] == body.label
         if correct:
             FEEDBACK_CORRECT.labels(row["model_version"]).inc()
-        return {
-            "request_id": body.request_id,
-            "label": body.label,
-            "predicted": row["emotion"],
-            "correct": correct,
-        }
+        receipt = FeedbackReceipt(
+            request_id=body.request_id,
+            label=body.label,
+            status="recorded",
+            predicted=row["emotion"],
+            correct=correct,
+        )
+        return JSONResponse(receipt.model_dump())
 
     def _store_feedback(self, request_id: str, label: str) -> dict | None:
-        self.writer.flush(timeout=2.0)  # the prediction may still be queued
-        row = self.store.get(request_id)
-        if row is not None:
-            self.store.record_feedback(request_id, label)
-        return row
+        self.writer.flush(timeout=2.0)  # the prediction may still be queued in this worker
+        return self.store.record_feedback_or_pending(
+            request_id, label, keep_hours=self.settings.feedback_pending_hours
+        )
 
     @web.get("/reports")
-    async def reports(self, limit: int = 20) -> dict:
+    async def reports(self, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict:
         """The latest drift reports (verdict, status, trigger decision), newest first."""
-        limit = max(1, min(limit, 200))
         try:
             rows = await asyncio.to_thread(lambda: self._report_index().list(limit))
         except Exception as error:
@@ -415,6 +491,26 @@ class EmotionService:
         """A page to try the classifier by hand."""
         return HTMLResponse(UI_PAGE)
 
+    # Before BentoML's own "/" and "/docs.json" (mounted routes match first): its page embeds a
+    # tag manager, and its document misses statuses and error bodies (service.openapi).
+    @web.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def docs_page(self) -> HTMLResponse:
+        return HTMLResponse(DOCS_PAGE, headers={"content-security-policy": DOCS_POLICY})
+
+    @web.get("/docs/init.js", include_in_schema=False)
+    async def docs_script(self) -> Response:
+        return Response(DOCS_INIT, media_type="text/javascript")
+
+    @web.get("/docs.json", include_in_schema=False)
+    async def docs_document(self) -> JSONResponse:
+        """The exact OpenAPI document, with the served model's labels (rebuilt on a swap)."""
+        labels = tuple((await self._description())["labels"])
+        if self._document is None or self._document[0] != labels:
+            generated = EmotionService.openapi_spec.asdict()
+            document = exact_document(generated, list(labels), api_key=self.settings.api_key is not None)
+            self._document = (labels, document)
+        return JSONResponse(self._document[1])
+
 
 def _count(prediction: EmotionPrediction) -> None:
     version = prediction.model_version
@@ -430,5 +526,6 @@ def _count(prediction: EmotionPrediction) -> None:
 EmotionService.add_asgi_middleware(
     RequestGuard,
     api_key=SETTINGS.api_key.get_secret_value() if SETTINGS.api_key else None,
-    max_body_bytes=SETTINGS.max_body_bytes,
+    max_body_bytes=SETTINGS.body_limit_bytes,
 )
+bound_endpoint_labels()

@@ -30,10 +30,22 @@ def registry(tmp_path_factory, tiny_base_model, tiny_data) -> Path:
     return var_dir
 
 
+# Feedback needs a key (labels train models), so the test services run with one, as
+# production does.
+API_KEY = "test-key-0123456789"
+HEADERS = {"x-api-key": API_KEY}
+
+
 def service_env(var_dir: Path, **extra: str) -> dict[str, str]:
     # One worker: each worker re-resolves the alias on its own clock, and the swap tests check
     # that no request after the swap gets the old model, which holds per worker.
-    return {"EMOTION_VAR_DIR": str(var_dir), "EMOTION_REFRESH_SECONDS": "1", "EMOTION_WORKERS": "1", **extra}
+    return {
+        "EMOTION_VAR_DIR": str(var_dir),
+        "EMOTION_REFRESH_SECONDS": "1",
+        "EMOTION_WORKERS": "1",
+        "EMOTION_API_KEY": API_KEY,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,17 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.service.conftest import HEADERS
+
 LABELS = ["anger", "fear", "joy", "love", "sadness", "surprise"]
+UNSEEN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 def post(url: str, path: str, body, **kwargs) -> httpx.Response:
     if isinstance(body, str | bytes):
-        return httpx.post(url + path, content=body, headers={"content-type": "application/json"}, **kwargs)
-    return httpx.post(url + path, json=body, **kwargs)
+        headers = {**HEADERS, "content-type": "application/json"}
+        return httpx.post(url + path, content=body, headers=headers, **kwargs)
+    return httpx.post(url + path, json=body, headers=HEADERS, **kwargs)
 
 
 def test_predict_returns_emotion_distribution_and_model(service_url):
@@ -50,8 +54,11 @@ def test_long_text_is_truncated_and_says_so(service_url):
 
 
 def test_labels_model_and_openapi(service_url):
-    assert httpx.get(service_url + "/labels").json() == {"labels": LABELS, "model_version": "1"}
-    model = httpx.get(service_url + "/model").json()
+    assert httpx.get(service_url + "/labels", headers=HEADERS).json() == {
+        "labels": LABELS,
+        "model_version": "1",
+    }
+    model = httpx.get(service_url + "/model", headers=HEADERS).json()
     assert model["version"] == "1" and model["alias"] == "champion" and model["labels"] == LABELS
     assert set(model["test_metrics"]) == {"accuracy", "macro_f1"}
     spec = httpx.get(service_url + "/docs.json").json()
@@ -71,15 +78,20 @@ def test_labels_model_and_openapi(service_url):
         ("/predict_batch", {"texts": []}, 400, "at least 1 item"),
         ("/predict_batch", {"texts": ["ok"] * 257}, 400, "at most 256 items"),
         ("/predict_batch", {"texts": ["ok", " "]}, 400, "non-whitespace"),
-        ("/predict", json.dumps({"text": "a" * 1_100_000}), 413, "request body over"),
+        ("/predict", json.dumps({"text": "a" * 6_300_000}), 413, "request body over"),
         ("/feedback", {"label": "joy"}, 400, "request_id"),
         ("/feedback", "{not json", 400, "JSON decode error"),
-        ("/feedback", {"request_id": "no-such-id", "label": "joy"}, 404, "unknown request_id"),
-        ("/feedback", {"request_id": "no-such-id", "label": "boredom"}, 400, "unknown label 'boredom'"),
+        ("/feedback", {"request_id": "no-such-id", "label": "joy"}, 400, "String should match pattern"),
+        ("/feedback", {"request_id": UNSEEN_ID, "label": "boredom"}, 400, "unknown label 'boredom'"),
+        ("/predict", {"text": "a" * 2_001}, 400, "the limit is 2000"),
+        ("/reports?limit=0", None, 400, "greater than or equal to 1"),
     ],
 )
 def test_bad_input_gets_a_json_error(service_url, path, body, status, message):
-    response = post(service_url, path, body)
+    if body is None:
+        response = httpx.get(service_url + path, headers=HEADERS)
+    else:
+        response = post(service_url, path, body)
     assert response.status_code == status
     assert message in response.text
     payload = response.json()

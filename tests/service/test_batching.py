@@ -117,3 +117,37 @@ def test_batch_size_is_reported(wait_ms):
     asyncio.run(main())
     batcher.close()
     assert sum(sizes) == 10
+
+
+def test_a_cancelled_request_is_never_computed():
+    model = SlowEcho(seconds=0.2)
+    batcher = MicroBatcher(model, max_batch=1)
+
+    async def main():
+        first = asyncio.ensure_future(batcher.submit(["busy"]))  # occupies the model
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(batcher.submit(["nobody waits for me"]))
+        kept = asyncio.ensure_future(batcher.submit(["wanted"]))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # the client hung up while its request was queued
+        return await first, await kept
+
+    assert asyncio.run(main()) == ([{"echo": "busy"}], [{"echo": "wanted"}])
+    assert model.batches == [["busy"], ["wanted"]]
+    assert batcher.computed_texts == 2 and batcher.queued_texts == 0
+
+
+def test_past_the_queue_limit_requests_are_shed_at_once():
+    from service.batching import Overloaded
+
+    model = SlowEcho(seconds=0.2)
+    batcher = MicroBatcher(model, max_batch=4, max_queued_texts=3)
+
+    async def main():
+        first = asyncio.ensure_future(batcher.submit(["a", "b"]))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="limit 3"):
+            await batcher.submit(["c", "d"])  # 2 + 2 queued texts > 3
+        return await first
+
+    assert asyncio.run(main()) == [{"echo": "a"}, {"echo": "b"}]

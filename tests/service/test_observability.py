@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_prometheus_and_grafana_config import GRAFANA, PROMETHEUS, run, tool
-from tests.service.conftest import service_env
+from tests.service.conftest import HEADERS, service_env
 from tests.utils.binaries import running_prometheus
 from tests.utils.cli import cli
 from tests.utils.server import running_service
@@ -59,7 +59,7 @@ def send_traffic(service: str, prometheus: str) -> None:
     while not httpx.get(f"{prometheus}/api/v1/query", params={"query": "up == 1"}).json()["data"]["result"]:
         assert time.monotonic() < deadline, "Prometheus never scraped its targets"
         time.sleep(0.5)
-    with httpx.Client(base_url=service, timeout=60) as client:
+    with httpx.Client(base_url=service, timeout=60, headers=HEADERS) as client:
         for _ in range(8):
             for text in TEXTS:
                 request_id = client.post("/predict", json={"text": text}).json()["request_id"]

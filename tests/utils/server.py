@@ -1,4 +1,5 @@
-"""Start the real ``bentoml serve`` on a loopback port for a test, and stop it afterwards."""
+"""Start the real service on a loopback port for a test, the way the image does
+(``emotion-ops serve``, which execs ``bentoml serve``), and stop it afterwards."""
 
 from __future__ import annotations
 
@@ -13,21 +14,37 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def running_service(env: dict[str, str], log_path: Path, timeout: float = 180.0):
-    """Yield the base URL of a ``bentoml serve`` process once it serves its model."""
-    port = free_port()
-    bentoml = Path(sys.executable).with_name("bentoml")
-    full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", **env}
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        str(bentoml),
-        "serve",
-        "service.service:EmotionService",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    ready = bentoml_ready(url, full_env.get("EMOTION_API_KEY"))
-    with running_process(command, full_env, ready, log_path, timeout, cwd=REPO_ROOT):
+def running_service(env: dict[str, str], log_path: Path, timeout: float = 180.0, **options):
+    """Yield the base URL of an ``emotion-ops serve`` process once it serves its model."""
+    with service_process(env, log_path, timeout, **options) as (url, _process):
         yield url
+
+
+@contextmanager
+def service_process(
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float = 180.0,
+    executable: Path | None = None,
+    cwd: Path | None = None,
+):
+    """Yield the base URL and the process (BentoML's arbiter: ``emotion-ops serve`` execs it)
+    of a service that serves its model. ``executable`` is the ``emotion-ops`` to run (default:
+    this environment's).
+    """
+    port = free_port()
+    emotion_ops = executable or Path(sys.executable).with_name("emotion-ops")
+    full_env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "EMOTION_HOST": "127.0.0.1",
+        **env,
+        "EMOTION_PORT": str(port),
+    }
+    url = f"http://127.0.0.1:{port}"
+    ready = bentoml_ready(url, full_env.get("EMOTION_API_KEY"))
+    with running_process(
+        [str(emotion_ops), "serve"], full_env, ready, log_path, timeout, cwd=cwd or REPO_ROOT
+    ) as process:
+        yield url, process
