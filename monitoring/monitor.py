@@ -21,6 +21,7 @@ from monitoring.reports import ReportIndex
 from monitoring.retrain import (
     RetrainDecision,
     RetrainPolicy,
+    WebhookFailed,
     count_new_labels,
     post_webhook,
     retrain_and_promote,
@@ -37,6 +38,7 @@ def drift_policy(settings: Settings) -> DriftPolicy:
         text_threshold=settings.drift_text_threshold,
         min_rows=settings.drift_min_rows,
         sample_rows=settings.drift_sample_rows,
+        sample_bytes=settings.drift_sample_bytes,
     )
 
 
@@ -45,6 +47,7 @@ def retrain_policy(settings: Settings) -> RetrainPolicy:
         accuracy_floor=settings.live_accuracy_floor,
         min_new_labels=settings.retrain_min_new_labels,
         cooldown=timedelta(hours=settings.retrain_cooldown_hours),
+        min_accuracy_labels=settings.live_accuracy_min_labels,
     )
 
 
@@ -129,35 +132,52 @@ def monitor_once(settings: Settings) -> MonitorOutcome:
         count_new_labels(store, settings.model_name, last_triggered),
         last_triggered,
         now,
+        labelled_rows=result.labelled_rows,
     )
     if decision.retrain and settings.retrain_mode == "off":
         decision = RetrainDecision(False, f"{decision.reason}; retrain_mode is 'off'")
     index.record_decision(result.report_id, decision.retrain, decision.reason)
     action = None
-    if decision.retrain:
-        # Marked before acting: a retrain that crashes midway still starts the cooldown, so a
-        # broken retrain is not re-run every interval.
-        index.mark_triggered(result.report_id, f"{settings.retrain_mode} retrain started")
-        action = _act(settings, store, result, decision)
+    triggered = False
+    if decision.retrain and settings.retrain_mode == "webhook":
+        # Marked only once the receiver took it: a webhook that failed starts no cooldown, so
+        # the next cycle asks again.
+        action = _call_webhook(settings, result, decision)
+        triggered = not action.startswith("failed")
+        if triggered:
+            index.mark_triggered(result.report_id, action)
         index.record_action(result.report_id, action)
-    push_metrics(settings, result, retrain_triggered=decision.retrain)
+    elif decision.retrain:
+        # Marked before acting: a local retrain that crashes midway still starts the cooldown,
+        # so a broken retrain is not re-run every interval.
+        index.mark_triggered(result.report_id, "local retrain started")
+        triggered = True
+        action = _retrain_locally(settings, store)
+        index.record_action(result.report_id, action)
+    push_metrics(settings, result, retrain_triggered=triggered)
     return MonitorOutcome(result, decision, action)
 
 
-def _act(settings: Settings, store: PredictionStore, result: DriftResult, decision: RetrainDecision) -> str:
+def _call_webhook(settings: Settings, result: DriftResult, decision: RetrainDecision) -> str:
+    if not settings.retrain_webhook_url:
+        return "failed: retrain_mode is 'webhook' but EMOTION_RETRAIN_WEBHOOK_URL is not set"
+    token = settings.retrain_webhook_token
+    payload = {"event": "retrain_requested", "reason": decision.reason, "report": result.summary()}
     try:
-        if settings.retrain_mode == "webhook":
-            if not settings.retrain_webhook_url:
-                return "failed: retrain_mode is 'webhook' but EMOTION_RETRAIN_WEBHOOK_URL is not set"
-            token = settings.retrain_webhook_token
-            payload = {
-                "event": "retrain_requested",
-                "reason": decision.reason,
-                "report": result.summary(),
-            }
-            return post_webhook(
-                settings.retrain_webhook_url, payload, token.get_secret_value() if token else None
-            )
+        return post_webhook(
+            settings.retrain_webhook_url,
+            payload,
+            token.get_secret_value() if token else None,
+            timeout=settings.retrain_webhook_timeout_seconds,
+            attempts=settings.retrain_webhook_attempts,
+        )
+    except WebhookFailed as error:
+        log.warning("%s", error)
+        return f"failed: {error}"
+
+
+def _retrain_locally(settings: Settings, store: PredictionStore) -> str:
+    try:
         return retrain_and_promote(settings, store)
     except Exception as error:  # recorded on the report for the reviewer; the loop goes on
         log.exception("retrain action failed")

@@ -1,11 +1,13 @@
 """The retrain trigger: a pure policy, and the two ways to act on it.
 
 - ``local``: retrain in this process on the original training data plus feedback-labelled rows
-  from the log, register the result as ``challenger`` and run the same promotion gate, on the
-  test set plus a held-out slice of the most recent feedback. On a pass ``champion`` moves and
-  the running service picks it up at its next alias refresh.
+  from the log, register the result as ``challenger`` and run the promotion gate on each
+  evaluation set on its own: the curated test split (which feedback cannot write to) and a
+  held-out slice of the most recent feedback. The challenger must pass on every set. Only when
+  ``retrain_auto_promote`` allows it does ``champion`` move (and the running service pick it up
+  at its next alias refresh); otherwise it waits as ``challenger`` for ``emotion-ops promote``.
 - ``webhook``: POST the decision to a URL, for an external CI or orchestrator to retrain (it
-  can run ``emotion-ops retrain`` to do the same as ``local``).
+  can run ``emotion-ops retrain`` to do the same as ``local``), with a timeout and retries.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class RetrainPolicy:
     accuracy_floor: float = 0.85
     min_new_labels: int = 200
     cooldown: timedelta = timedelta(hours=24)
+    min_accuracy_labels: int = 50  # one labelled row must not set live accuracy
 
 
 @dataclass(frozen=True)
@@ -44,19 +47,33 @@ def retrain_decision(
     new_labels: int,
     last_triggered_at: datetime | None,
     now: datetime,
+    labelled_rows: int | None = None,
 ) -> RetrainDecision:
     """Retrain when drift is detected or live accuracy is under the floor, given enough new
-    labelled rows to learn from, and not more often than the cooldown allows."""
-    causes = []
+    labelled rows to learn from, and not more often than the cooldown allows.
+
+    Live accuracy counts only over at least ``policy.min_accuracy_labels`` labelled rows of the
+    window (``labelled_rows``; None means enough): a handful of labels says nothing."""
+    causes, notes = [], []
     if dataset_drift:
         causes.append("dataset drift detected")
+    if live_accuracy is not None and labelled_rows is not None and labelled_rows < policy.min_accuracy_labels:
+        notes.append(
+            f"live accuracy {live_accuracy:.4f} ignored: {labelled_rows} labelled rows in the window "
+            f"(need {policy.min_accuracy_labels})"
+        )
+        live_accuracy = None
     if live_accuracy is not None and live_accuracy < policy.accuracy_floor:
         causes.append(f"live accuracy {live_accuracy:.4f} is below the floor {policy.accuracy_floor:.4f}")
     if not causes:
         if dataset_drift is None and live_accuracy is None:
-            return RetrainDecision(False, "no verdict: not enough data in the window and no labels")
-        accuracy = "" if live_accuracy is None else f", live accuracy {live_accuracy:.4f} clears the floor"
-        return RetrainDecision(False, f"no drift{accuracy}")
+            reason = "no verdict: not enough data in the window and no labels"
+        else:
+            accuracy = (
+                "" if live_accuracy is None else f", live accuracy {live_accuracy:.4f} clears the floor"
+            )
+            reason = f"no drift{accuracy}"
+        return RetrainDecision(False, "; ".join([reason, *notes]))
     cause = " and ".join(causes)
     if new_labels < policy.min_new_labels:
         return RetrainDecision(
@@ -103,6 +120,9 @@ class RetrainData:
     feedback_train_rows: int
     feedback_holdout_rows: int
     dropped_unknown_labels: int
+    # Judged one by one: the curated test split, which feedback cannot write to, and the
+    # held-out feedback. A challenger must pass on each.
+    gate_sets: dict[str, EmotionDataset] | None = None
 
 
 def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_share: float) -> RetrainData:
@@ -127,12 +147,23 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
 
     splits = {**base.splits, "train": train, "test": gate_test}
     source = f"{base.source} + {len(learn)} feedback rows"
+    gate_sets = {
+        "test split": EmotionDataset(
+            splits={"test": base.splits["test"]}, labels=base.labels, source=base.source
+        )
+    }
+    if holdout is not None:
+        holdout_set = holdout.drop_duplicates(subset="text", keep="last").reset_index(drop=True)
+        gate_sets["held-out feedback"] = EmotionDataset(
+            splits={"test": holdout_set}, labels=base.labels, source="held-out feedback"
+        )
     return RetrainData(
         dataset=EmotionDataset(splits=splits, labels=base.labels, source=source),
         gate_set=EmotionDataset(splits={"test": gate_test}, labels=base.labels, source=source),
         feedback_train_rows=len(learn),
         feedback_holdout_rows=0 if holdout is None else len(holdout),
         dropped_unknown_labels=dropped,
+        gate_sets=gate_sets,
     )
 
 
@@ -167,19 +198,55 @@ def retrain_and_promote(settings: Settings, store: PredictionStore, progress: bo
     outcome = train_and_register(
         settings, config, dataset=data.dataset, with_baseline=False, progress=progress
     )
-    result = promote(settings, dataset=data.gate_set)
-    verdict = "promoted to champion" if result.decision.passed else "refused by the gate"
+    result = promote(settings, gate_sets=data.gate_sets, move_champion=settings.retrain_auto_promote)
+    if not result.decision.passed:
+        verdict = "refused by the gate"
+    elif settings.retrain_auto_promote:
+        verdict = "promoted to champion"
+    else:
+        verdict = (
+            "passed the gate; waits as challenger (EMOTION_RETRAIN_AUTO_PROMOTE is off: "
+            "review it, then run 'emotion-ops promote')"
+        )
     return (
         f"retrained version {outcome.model_version} on {data.feedback_train_rows} feedback rows "
         f"(+{data.feedback_holdout_rows} held out for the gate): {verdict}: {result.decision.reason}"
     )
 
 
-def post_webhook(url: str, payload: dict, token: str | None = None, timeout: float = 10.0) -> str:
-    """POST the decision; returns a line for the report (raises on a non-2xx answer)."""
+class WebhookFailed(RuntimeError):
+    """The retrain webhook did not answer 2xx after every attempt."""
+
+
+def post_webhook(
+    url: str,
+    payload: dict,
+    token: str | None = None,
+    timeout: float = 10.0,
+    attempts: int = 3,
+    backoff_seconds: float = 2.0,
+) -> str:
+    """POST the decision, retrying failures with backoff; returns a line for the report.
+
+    The line names no URL: the report is served by ``/reports``, and a webhook URL often holds
+    a token. Raises ``WebhookFailed`` when no attempt got a 2xx answer.
+    """
+    import time
+
     import httpx
 
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    response = httpx.post(url, json=payload, headers=headers, timeout=timeout)
-    response.raise_for_status()
-    return f"webhook {url} answered {response.status_code}"
+    last = "no attempt"
+    for attempt in range(1, attempts + 1):
+        try:
+            response = httpx.post(url, json=payload, headers=headers, timeout=timeout)
+            if response.is_success:
+                return f"webhook answered {response.status_code} (attempt {attempt} of {attempts})"
+            last = f"answered {response.status_code}"
+            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                break  # the receiver refuses this request; sending it again changes nothing
+        except httpx.HTTPError as error:
+            last = f"{type(error).__name__}"
+        if attempt < attempts:
+            time.sleep(backoff_seconds * 2 ** (attempt - 1))
+    raise WebhookFailed(f"retrain webhook failed after {attempt} attempt(s): {last}")

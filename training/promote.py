@@ -83,10 +83,17 @@ def promote(
     tolerance: float | None = None,
     floor: float | None = None,
     dataset: EmotionDataset | None = None,
+    gate_sets: dict[str, EmotionDataset] | None = None,
+    move_champion: bool = True,
 ) -> PromotionResult:
-    """Evaluate ``challenger`` and ``champion`` on the test set and move ``champion`` on a pass.
+    """Evaluate ``challenger`` and ``champion`` and move ``champion`` on a pass.
 
-    The decision, scores, time and reason are written as tags on the challenger's version.
+    ``gate_sets`` names several evaluation sets, each judged on its own: the challenger passes
+    only when it passes on every one (a set that feedback wrote cannot outvote the curated test
+    split). Default: the test split of ``dataset`` or of the data source. With
+    ``move_champion=False`` the decision is recorded but ``champion`` stays (the challenger
+    waits for a reviewer). The decision, scores, time and reason are written as tags on the
+    challenger's version.
     """
     tolerance = settings.promotion_tolerance if tolerance is None else tolerance
     floor = settings.promotion_floor if floor is None else floor
@@ -99,41 +106,62 @@ def promote(
     if champion is not None and str(champion.version) == str(challenger.version):
         raise RegistryError(f"version {challenger.version} is already the champion; nothing to promote")
 
-    dataset = dataset or load_emotion_dataset(data_source or settings.resolve_data_source(), splits=("test",))
-    challenger_eval = evaluate_bundle(download_version(client, settings, challenger), dataset)
-    champion_eval = (
-        evaluate_bundle(download_version(client, settings, champion), dataset) if champion else None
-    )
-    decision = quality_gate(
-        challenger_eval.macro_f1,
-        champion_eval.macro_f1 if champion_eval else None,
-        tolerance,
-        floor,
-    )
+    if gate_sets is None:
+        dataset = dataset or load_emotion_dataset(
+            data_source or settings.resolve_data_source(), splits=("test",)
+        )
+        gate_sets = {"test split": dataset}
+    challenger_bundle = download_version(client, settings, challenger)
+    champion_bundle = download_version(client, settings, champion) if champion else None
+    decisions, evaluations = {}, {}
+    for set_name, gate_set in gate_sets.items():
+        challenger_eval = evaluate_bundle(challenger_bundle, gate_set)
+        champion_eval = evaluate_bundle(champion_bundle, gate_set) if champion_bundle else None
+        evaluations[set_name] = (challenger_eval, champion_eval)
+        decisions[set_name] = quality_gate(
+            challenger_eval.macro_f1,
+            champion_eval.macro_f1 if champion_eval else None,
+            tolerance,
+            floor,
+        )
+    decision = _combined(decisions)
+    first_challenger, first_champion = next(iter(evaluations.values()))
 
     tags = {
         "promotion.decision": "passed" if decision.passed else "refused",
         "promotion.reason": decision.reason,
         "promotion.time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "promotion.test_accuracy": f"{challenger_eval.accuracy:.4f}",
-        "promotion.test_macro_f1": f"{challenger_eval.macro_f1:.4f}",
+        "promotion.test_accuracy": f"{first_challenger.accuracy:.4f}",
+        "promotion.test_macro_f1": f"{first_challenger.macro_f1:.4f}",
         "promotion.champion_version": str(champion.version) if champion else "",
-        "promotion.champion_test_macro_f1": f"{champion_eval.macro_f1:.4f}" if champion_eval else "",
+        "promotion.champion_test_macro_f1": f"{first_champion.macro_f1:.4f}" if first_champion else "",
         "promotion.tolerance": str(tolerance),
         "promotion.floor": str(floor),
+        "promotion.gate_sets": ", ".join(gate_sets),
     }
-    if decision.passed:
+    moved = decision.passed and move_champion
+    if decision.passed and not move_champion:
+        tags["promotion.decision"] = "passed, awaiting review"
+    if moved:
         tags[PREVIOUS_CHAMPION_TAG] = str(champion.version) if champion else ""
     _set_tags(client, name, challenger.version, tags)
-    if decision.passed:
+    if moved:
         client.set_registered_model_alias(name, CHAMPION, challenger.version)
     return PromotionResult(
         decision=decision,
         challenger_version=str(challenger.version),
         previous_champion_version=str(champion.version) if champion else None,
-        challenger=challenger_eval,
-        champion=champion_eval,
+        challenger=first_challenger,
+        champion=first_champion,
     )
+
+
+def _combined(decisions: dict[str, GateDecision]) -> GateDecision:
+    if len(decisions) == 1:
+        return next(iter(decisions.values()))
+    passed = all(d.passed for d in decisions.values())
+    parts = [f"{name}: {'pass' if d.passed else 'FAIL'}, {d.reason}" for name, d in decisions.items()]
+    return GateDecision(passed, "; ".join(parts))
 
 
 def rollback(settings: Settings) -> tuple[str, str]:
@@ -150,6 +178,10 @@ def rollback(settings: Settings) -> tuple[str, str]:
         )
     client.get_model_version(name, previous)  # fails loudly if that version was deleted
     client.set_registered_model_alias(name, CHAMPION, previous)
+    # The rolled-back version must not come back by the next 'promote': take 'challenger' off it.
+    challenger = version_by_alias(client, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(champion.version):
+        client.delete_registered_model_alias(name, CHALLENGER)
     _set_tags(
         client,
         name,

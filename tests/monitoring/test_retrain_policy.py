@@ -84,3 +84,55 @@ def test_a_mistyped_retrain_option_is_refused_before_training(tmp_path):
     settings = Settings(var_dir=tmp_path, retrain_config={"epoch": 2})  # 'epochs'
     with pytest.raises(ValueError, match=r"unknown training option\(s\) \['epoch'\]"):
         retrain_and_promote(settings, store=None)
+
+
+def test_a_handful_of_labels_cannot_set_live_accuracy():
+    policy = RetrainPolicy(accuracy_floor=0.85, min_new_labels=1, min_accuracy_labels=50)
+    few = retrain_decision(policy, False, 0.0, 500, None, NOW, labelled_rows=1)
+    assert few.retrain is False and "1 labelled rows in the window (need 50)" in few.reason
+    enough = retrain_decision(policy, False, 0.5, 500, None, NOW, labelled_rows=50)
+    assert enough.retrain is True
+
+
+def test_the_curated_test_split_is_judged_on_its_own():
+    times = pd.date_range("2026-11-01", periods=5, freq="h", tz="UTC")
+    feedback = pd.DataFrame(
+        {"text": ["f1", "f2", "f3", "f4", "f5"], "label": ["joy"] * 5, "feedback_at": times}
+    )
+    data = assemble_retrain_data(_dataset(), feedback, holdout_share=0.4)
+    assert set(data.gate_sets) == {"test split", "held-out feedback"}
+    assert list(data.gate_sets["test split"].splits["test"]["text"]) == ["t1", "t2"]
+    assert list(data.gate_sets["held-out feedback"].splits["test"]["text"]) == ["f4", "f5"]
+
+
+def test_webhook_retries_then_gives_up_without_naming_its_url():
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from monitoring.retrain import WebhookFailed, post_webhook
+
+    answers = [503, 503, 202]
+    seen = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            seen.append(self.path)
+            self.send_response(answers.pop(0) if answers else 500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook?token=s3cret"
+    try:
+        line = post_webhook(url, {"event": "x"}, attempts=3, backoff_seconds=0.01)
+        assert line == "webhook answered 202 (attempt 3 of 3)" and "s3cret" not in line
+        with pytest.raises(WebhookFailed) as failed:
+            post_webhook(url, {"event": "x"}, attempts=2, backoff_seconds=0.01)
+        assert "after 2 attempt(s): answered 500" in str(failed.value)
+        assert "s3cret" not in str(failed.value) and len(seen) == 5
+    finally:
+        server.shutdown()

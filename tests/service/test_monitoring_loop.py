@@ -20,7 +20,7 @@ import pytest
 from emotion_ops.registry import CHAMPION
 from emotion_ops.settings import Settings
 from monitoring.reports import STATUS_ACKNOWLEDGED, STATUS_RETRAIN_TRIGGERED, ReportIndex
-from tests.service.conftest import TINY_TRAINING, service_env
+from tests.service.conftest import HEADERS, TINY_TRAINING, service_env
 from tests.utils.cli import cli, registry_client
 from tests.utils.factories import CUE_WORDS, FILLER_WORDS
 from tests.utils.server import running_service
@@ -42,6 +42,8 @@ def loop_env(registry, tiny_data, tiny_base_model, pushgateway_url) -> dict[str,
         EMOTION_DRIFT_MIN_ROWS="50",
         EMOTION_RETRAIN_MIN_NEW_LABELS="30",
         EMOTION_RETRAIN_COOLDOWN_HOURS="0",
+        EMOTION_RETRAIN_AUTO_PROMOTE="true",
+        EMOTION_LIVE_ACCURACY_MIN_LABELS="10",
         EMOTION_PUSHGATEWAY_URL=pushgateway_url,
     )
 
@@ -74,7 +76,7 @@ def send_shifted_traffic(url: str, count: int, seed: int) -> None:
         rng.shuffle(words)
         texts.append(" ".join(words))
         labels.append(label)
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=HEADERS) as client:
         predictions = []
         for start in range(0, count, 50):
             response = client.post("/predict_batch", json={"texts": texts[start : start + 50]})
@@ -133,20 +135,39 @@ def test_drift_retrains_promotes_and_the_running_service_serves_the_new_champion
     assert champion_version() == "3"
 
     deadline = time.monotonic() + 60
-    while httpx.get(f"{service_url}/model").json()["version"] != "3":
+    while httpx.get(f"{service_url}/model", headers=HEADERS).json()["version"] != "3":
         assert time.monotonic() < deadline, "the service never picked up the new champion"
         time.sleep(0.5)
-    answer = httpx.post(f"{service_url}/predict", json={"text": "i feel so furious and mad"}).json()
+    answer = httpx.post(
+        f"{service_url}/predict", json={"text": "i feel so furious and mad"}, headers=HEADERS
+    ).json()
     assert answer["model_version"] == "3"
 
     # The service links the report and shows what the trigger did.
-    listed = httpx.get(f"{service_url}/reports").json()["reports"]
+    listed = httpx.get(f"{service_url}/reports", headers=HEADERS).json()["reports"]
     assert listed[0]["status"] == STATUS_RETRAIN_TRIGGERED and "promoted" in listed[0]["action"]
-    page = httpx.get(f"{service_url}/reports/latest")
+    page = httpx.get(f"{service_url}/reports/latest", headers=HEADERS)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "drift" in page.text.lower()
-    assert httpx.get(f"{service_url}/reports/nope").status_code == 404
+    assert httpx.get(f"{service_url}/reports/nope", headers=HEADERS).status_code == 404
     assert 'href="/reports/latest"' in httpx.get(f"{service_url}/ui").text
+
+
+def test_without_auto_promotion_a_feedback_model_waits_as_challenger(env, service_url):
+    env.setenv("EMOTION_RETRAIN_AUTO_PROMOTE", "false")  # the default
+    env.setenv("EMOTION_RETRAIN_CONFIG", json.dumps(WELL_TRAINED))
+    env.setenv("EMOTION_PROMOTION_FLOOR", "0.0")
+    env.setenv("EMOTION_PROMOTION_TOLERANCE", "1.0")
+    send_shifted_traffic(service_url, 120, seed=4)
+
+    result = cli("monitor", "--once")
+    assert result.exit_code == 0, result.output
+    assert "retrained version 4" in result.output and "waits as challenger" in result.output
+    # Judged on the curated test split and on the held-out feedback, each on its own.
+    assert "test split: pass" in result.output and "held-out feedback: pass" in result.output
+    assert champion_version() == "3"
+    assert str(registry_client().get_model_version_by_alias(MODEL, "challenger").version) == "4"
+    assert "emotion-ops promote" in ReportIndex(_store_engine()).latest()["action"]
 
 
 def test_reviewers_list_show_and_acknowledge_reports(env, service_url):
@@ -158,7 +179,7 @@ def test_reviewers_list_show_and_acknowledge_reports(env, service_url):
     shown = cli("reports", "show", "latest")
     summary = json.loads(shown.output)
     assert summary["verdict"] == "drift" and summary["review"]["decision"] == "retrain"
-    assert "promoted to champion" in summary["review"]["action"]
+    assert "waits as challenger" in summary["review"]["action"]
 
     index = ReportIndex(_store_engine())
     empty_window = next(row for row in index.list(50) if row["verdict"] == "not_enough_data")
@@ -208,3 +229,35 @@ def _store_engine():
     from monitoring.prediction_log import create_store_engine
 
     return create_store_engine(Settings().log_store_url)
+
+
+def test_a_failed_webhook_starts_no_cooldown_and_the_report_hides_its_url(env, service_url):
+    server = HTTPServer(("127.0.0.1", 0), _Refuser)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env.setenv("EMOTION_RETRAIN_MODE", "webhook")
+    env.setenv("EMOTION_RETRAIN_WEBHOOK_ATTEMPTS", "2")
+    env.setenv("EMOTION_RETRAIN_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/retrain?key=hidden")
+    send_shifted_traffic(service_url, 60, seed=5)
+    try:
+        result = cli("monitor", "--once")
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    assert "failed: retrain webhook failed after 2 attempt(s): answered 500" in result.output
+    report = ReportIndex(_store_engine()).latest()
+    assert report["status"] != STATUS_RETRAIN_TRIGGERED and report["triggered_at"] is None
+    assert "hidden" not in report["action"] and "127.0.0.1" not in report["action"]
+    assert _Refuser.calls == 2
+
+
+class _Refuser(BaseHTTPRequestHandler):
+    calls = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        type(self).calls += 1
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass

@@ -91,6 +91,12 @@ def test_model_lifecycle(isolated_env, train_args, tiny_data, monkeypatch):
     again = cli("rollback")
     assert again.exit_code == 2
     assert "replaced no earlier champion" in again.output
+    # 'challenger' no longer points at the rolled-back version: the next promote cannot undo
+    # the rollback.
+    assert "challenger" not in (client().get_model_version(MODEL, "2").aliases or [])
+    undo = cli("promote")
+    assert undo.exit_code == 2 and "has no 'challenger'" in undo.output
+    assert str(client().get_model_version_by_alias(MODEL, CHAMPION).version) == "1"
 
 
 def test_cli_errors_are_one_line_without_traceback(isolated_env, tiny_base_model, tmp_path):
