@@ -36,6 +36,15 @@ def env_file(folder: Path, **values: str) -> Path:
     return path
 
 
+def published(port) -> tuple[str, int]:
+    """(host address, host port) of a compose port: docker-compose 1.x prints a port with an
+    address as "127.0.0.1:9090:9090/tcp" and one without as a mapping."""
+    if isinstance(port, dict):
+        return port.get("host_ip", "0.0.0.0"), int(port["published"])
+    host_ip, host_port, _ = port.split("/")[0].rsplit(":", 2)
+    return host_ip, int(host_port)
+
+
 def compose_config(env: Path) -> subprocess.CompletedProcess:
     clean_env = {k: v for k, v in os.environ.items() if k not in FILLED and not k.startswith("EMOTION_")}
     return subprocess.run(
@@ -67,10 +76,12 @@ def test_compose_runs_the_whole_stack(compose):
     }  # fmt: skip
     service = compose["services"]["service"]
     assert service["environment"]["EMOTION_PREDICTION_LOG_URL"].startswith("postgresql+psycopg://")
-    assert "postgresql+psycopg://" in " ".join(compose["services"]["mlflow"]["command"])
+    assert compose["services"]["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith(
+        "postgresql+psycopg://"
+    )
     assert compose["services"]["monitor"]["command"] == ["emotion-ops", "monitor"]
     ports = {
-        name: [p["published"] for p in spec.get("ports", [])] for name, spec in compose["services"].items()
+        name: [published(p)[1] for p in spec.get("ports", [])] for name, spec in compose["services"].items()
     }
     assert ports["service"] == [3000] and ports["grafana"] == [
         3001
@@ -142,14 +153,18 @@ def test_kubernetes_manifests_validate_against_the_schemas():
     assert {f"{name}" for name in kustomization["resources"]} <= {path.name for path in K8S.glob("*.yaml")}
 
 
-def test_kubernetes_workloads_have_probes_resources_autoscaling_and_a_cronjob():
-    documents = [
+def k8s_documents() -> list[dict]:
+    return [
         doc
         for path in K8S.glob("*.yaml")
         if path.name != "kustomization.yaml"
         for doc in yaml.safe_load_all(path.read_text())
         if doc
     ]
+
+
+def test_kubernetes_workloads_have_probes_resources_autoscaling_and_a_cronjob():
+    documents = k8s_documents()
     kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in documents}
     expected = {
         ("Deployment", "emotion-service"),
@@ -174,3 +189,52 @@ def test_kubernetes_workloads_have_probes_resources_autoscaling_and_a_cronjob():
     cron = next(d for d in documents if d["kind"] == "CronJob")
     job = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert job["args"] == ["emotion-ops", "monitor", "--once"]
+
+
+def test_compose_publishes_only_the_service_beyond_loopback_and_keeps_passwords_off_command_lines(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            host_ip, _ = published(port)
+            if name == "service":
+                assert host_ip == "0.0.0.0"  # the one public endpoint, behind its API key
+                continue
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+    assert FILLED["POSTGRES_PASSWORD"] not in " ".join(services["mlflow"]["command"])
+    assert FILLED["POSTGRES_PASSWORD"] in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert "mlflow:5000" in services["mlflow"]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    service = services["service"]
+    assert service["environment"]["EMOTION_ALLOW_ANONYMOUS"] == "false"
+    assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    assert services["monitor"]["environment"]["EMOTION_RETRAIN_AUTO_PROMOTE"] == "false"
+
+
+def test_kubernetes_pods_are_locked_down_and_the_spool_outlives_a_pod():
+    documents = k8s_documents()
+    pods = []
+    for doc in documents:
+        if doc["kind"] == "Deployment":
+            pods.append(doc["spec"]["template"]["spec"])
+        elif doc["kind"] == "CronJob":
+            pods.append(doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    assert len(pods) == 3
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert not any("MLFLOW_BACKEND_STORE_URI" in arg for arg in container.get("args", []))
+    service = next(
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "emotion-service"
+    )
+    volumes = {v["name"]: v for v in service["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["spool"]["persistentVolumeClaim"]["claimName"] == "emotion-prediction-spool"
+    claim = next(
+        d
+        for d in documents
+        if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "emotion-prediction-spool"
+    )
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert service["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 45

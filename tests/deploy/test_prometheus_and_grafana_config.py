@@ -72,6 +72,8 @@ def test_every_alert_fires_and_clears_in_promtool_unit_tests():
         "EmotionPredictionLogWriteFailures",
         "EmotionNoTraffic",
         "EmotionDriftJobStale",
+        "EmotionPredictionLogSpoolFilling",
+        "EmotionPredictionLogRowsLost",
     }
 
 

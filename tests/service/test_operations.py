@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -14,8 +16,8 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 
 from emotion_ops.settings import Settings
-from tests.service.conftest import TINY_TRAINING, service_env
-from tests.utils.server import running_service
+from tests.service.conftest import HEADERS, TINY_TRAINING, service_env
+from tests.utils.server import running_service, service_process
 from training.pipeline import train_and_register
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -32,7 +34,7 @@ class Traffic:
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
     def _run(self):
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=HEADERS) as client:
             while not self.stop.is_set():
                 sent = time.monotonic()
                 try:
@@ -69,7 +71,7 @@ def test_alias_flip_under_traffic_fails_no_request(service_url, registry, tiny_b
     outcome = train_and_register(
         settings, TINY_TRAINING, str(tiny_data), str(tiny_base_model), with_baseline=False, progress=False
     )
-    assert httpx.get(service_url + "/model").json()["version"] == "1"
+    assert httpx.get(service_url + "/model", headers=HEADERS).json()["version"] == "1"
     with Traffic(service_url) as traffic:
         assert _wait_for(lambda: len(traffic.outcomes) >= 10, 30)  # traffic flows before the flip
         MlflowClient(settings.tracking_uri).set_registered_model_alias(
@@ -93,7 +95,7 @@ def test_alias_flip_under_traffic_fails_no_request(service_url, registry, tiny_b
         if sent > swapped_at
     ]
     assert later and set(later) == {outcome.model_version}
-    assert httpx.get(service_url + "/model").json()["version"] == outcome.model_version
+    assert httpx.get(service_url + "/model", headers=HEADERS).json()["version"] == outcome.model_version
 
 
 def test_api_key_required_when_set(registry, tmp_path):
@@ -168,7 +170,7 @@ def test_postgres_log_survives_a_database_outage(registry, postgres_database, tm
         pytest.skip("pg_ctlcluster is not available to stop and start PostgreSQL")
     env = service_env(registry, EMOTION_PREDICTION_LOG_URL=postgres_database)
     with running_service(env, tmp_path / "serve.log") as url:
-        first = httpx.post(url + "/predict", json={"text": "i feel happy"}).json()
+        first = httpx.post(url + "/predict", json={"text": "i feel happy"}, headers=HEADERS).json()
         assert _wait_for(lambda: _count_rows(postgres_database) == 1, 20)
 
         with Traffic(url, clients=2) as traffic:
@@ -188,7 +190,9 @@ def test_postgres_log_survives_a_database_outage(registry, postgres_database, tm
             _count_rows(postgres_database),
             sent,
         )
-        feedback = httpx.post(url + "/feedback", json={"request_id": first["request_id"], "label": "joy"})
+        feedback = httpx.post(
+            url + "/feedback", json={"request_id": first["request_id"], "label": "joy"}, headers=HEADERS
+        )
         assert feedback.status_code == 200
     engine = sa.create_engine(postgres_database)
     with engine.connect() as connection:
@@ -199,3 +203,37 @@ def test_postgres_log_survives_a_database_outage(registry, postgres_database, tm
     engine.dispose()
     assert {request_id for _, _, request_id in traffic.outcomes} | {first["request_id"]} == ids
     assert label == "joy"
+
+
+def test_sigterm_under_load_with_two_workers_drains_and_every_answer_is_logged(
+    registry, postgres_database, tmp_path
+):
+    """The default layout (two workers, a cold model cache, PostgreSQL), stopped the way a
+    container runtime stops it: SIGTERM to PID 1, which `emotion-ops serve` hands to BentoML."""
+    cold = tmp_path / "var"
+    shutil.copytree(
+        registry, cold, ignore=shutil.ignore_patterns("model-cache", "bentoml", "predictions.db*")
+    )
+    env = {**service_env(cold, EMOTION_PREDICTION_LOG_URL=postgres_database), "EMOTION_WORKERS": "2"}
+    with service_process(env, tmp_path / "serve.log") as (url, process):
+        with Traffic(url, clients=8) as traffic:
+            time.sleep(3.0)
+            answered_before = len(traffic.outcomes)
+            stopped_at = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            exit_code = process.wait(timeout=45)
+            stopped_in = time.monotonic() - stopped_at
+            time.sleep(0.5)  # clients now meet a closed port
+        assert exit_code == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    statuses = [status for status, _, _ in traffic.outcomes]
+    answered = {request_id for status, _, request_id in traffic.outcomes if status == 200}
+    assert answered_before > 20 and len(answered) >= answered_before
+    assert not [status for status in statuses if status >= 500], statuses
+    engine = sa.create_engine(postgres_database)
+    with engine.connect() as connection:
+        logged = {row[0] for row in connection.execute(sa.text("select id from predictions"))}
+    engine.dispose()
+    assert answered <= logged, f"{len(answered - logged)} answered rows were not logged"
+    assert stopped_in < 45
+    with socket.socket() as probe:  # nothing is left holding the port
+        assert probe.connect_ex(("127.0.0.1", int(url.rsplit(":", 1)[1]))) != 0
