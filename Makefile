@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up test bench lint format clean
+.PHONY: setup up test bench soak lint format clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ up: setup
 # Benchmark of the champion (run `make up` first): tables in var/bench/latest.md.
 bench: setup
 	$(BIN)/emotion-ops bench
+
+# 10 minutes at 32 clients on PostgreSQL with the database stopped for 60 s mid-run (run
+# `make up` first; it stops and starts this machine's PostgreSQL): var/soak/results.md.
+soak: setup
+	$(BIN)/emotion-ops soak
 
 lint: setup
 	$(BIN)/ruff check .
