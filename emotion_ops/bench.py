@@ -162,11 +162,18 @@ def interleaved_load(
 
 
 def _bento(settings: Settings, work: Path, case: Case):
-    """The service as ``bentoml serve`` on a free port: (context manager, base URL)."""
+    """The service as ``emotion-ops serve`` runs it, on a free port: (context manager, base URL).
+
+    Each server has its own BentoML home (``serve_command``), so none blanks another's metrics."""
+    from emotion_ops.cli import serve_command
+
     port = free_port()
+    command, serve_env = serve_command(settings.model_copy(update={"port": port, "host": "127.0.0.1"}))
     env = {
-        **os.environ,
-        "EMOTION_VAR_DIR": str(settings.var_dir),
+        **serve_env,
+        "EMOTION_HOST": "127.0.0.1",
+        "EMOTION_PORT": str(port),
+        "EMOTION_ALLOW_ANONYMOUS": "true",  # the load client sends no key
         "EMOTION_RUNTIME": case.runtime,
         "EMOTION_QUANTIZE": str(case.precision == "int8").lower(),
         "EMOTION_MONITORING": str(case.monitoring).lower(),
@@ -175,10 +182,8 @@ def _bento(settings: Settings, work: Path, case: Case):
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
     }
-    env.pop("EMOTION_API_KEY", None)  # the load client sends no key
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    env.pop("EMOTION_API_KEY", None)
     url = f"http://127.0.0.1:{port}"
-    command = [bentoml, "serve", "service.service:EmotionService", "--host", "127.0.0.1", "--port", str(port)]
     log = work / f"{case.name}-{case.variant}.log"
     return running_process(command, env, bentoml_ready(url), log, 300, PROJECT_ROOT), url
 

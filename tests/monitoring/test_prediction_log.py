@@ -255,3 +255,16 @@ def test_a_label_for_a_row_not_logged_yet_waits_and_is_applied_when_it_arrives(t
         assert store.pending_feedback_count() == 0
         logged = store.record_feedback_or_pending(row["id"], "anger", keep_hours=1)
         assert logged["emotion"] == "joy" and store.get(row["id"])["feedback_label"] == "anger"
+
+
+def test_the_drift_sample_is_bounded_in_bytes_as_well_as_rows(tmp_path):
+    from monitoring.drift import TrafficWindow, read_window
+
+    store = _sqlite_store(tmp_path)
+    store.insert_many([_row(text="long " * 2_000) for _ in range(50)])  # 10,000 characters each
+    window = TrafficWindow(model_version="1", rows=None)
+    sample = read_window(store, window, sample_rows=40, chunk_rows=10, sample_bytes=100_000)
+    assert sample.total_rows == 50 and len(sample.sample) == 40
+    # Each text is cut in the database to its share of the bound: 100,000 / (40 + 10) characters.
+    assert sample.sample["text"].str.len().max() == 2_000
+    assert sample.sample["text"].str.len().sum() <= 100_000

@@ -91,11 +91,21 @@ def test_model_lifecycle(isolated_env, train_args, tiny_data, monkeypatch):
     again = cli("rollback")
     assert again.exit_code == 2
     assert "replaced no earlier champion" in again.output
-    # 'challenger' no longer points at the rolled-back version: the next promote cannot undo
-    # the rollback.
+
+
+def test_the_next_promote_does_not_undo_a_rollback(isolated_env, train_args, tiny_data, monkeypatch):
+    monkeypatch.setenv("EMOTION_PROMOTION_FLOOR", "0.0")
+    quick = ["--max-steps", "2", "--no-baseline"]
+    for version in ("1", "2"):
+        assert cli("train", *train_args, *quick).exit_code == 0
+        promoted = cli("promote", "--data", str(tiny_data), "--tolerance", "1.0")
+        assert promoted.exit_code == 0, promoted.output
+        assert str(client().get_model_version_by_alias(MODEL, CHAMPION).version) == version
+    assert cli("rollback").exit_code == 0
+    # 'challenger' still pointed at version 2, so 'promote' used to put it straight back.
     assert "challenger" not in (client().get_model_version(MODEL, "2").aliases or [])
-    undo = cli("promote")
-    assert undo.exit_code == 2 and "has no 'challenger'" in undo.output
+    again = cli("promote", "--data", str(tiny_data), "--tolerance", "1.0")
+    assert again.exit_code == 2 and "has no 'challenger'" in again.output
     assert str(client().get_model_version_by_alias(MODEL, CHAMPION).version) == "1"
 
 
