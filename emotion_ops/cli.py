@@ -253,7 +253,18 @@ def serve_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     ]
     home = settings.var_dir / "bentoml" / f"port-{settings.port}"
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "BENTOML_HOME": str(home), "EMOTION_VAR_DIR": str(settings.var_dir)}
+    # The workers run in --working-dir and would not see a .env of the current folder: hand
+    # them the settings this process checked (bind address, key), not their own defaults.
+    effective = {
+        "EMOTION_VAR_DIR": str(settings.var_dir),
+        "EMOTION_HOST": settings.host,
+        "EMOTION_PORT": str(settings.port),
+    }
+    if settings.api_key is not None:
+        effective["EMOTION_API_KEY"] = settings.api_key.get_secret_value()
+    if settings.allow_anonymous is not None:
+        effective["EMOTION_ALLOW_ANONYMOUS"] = str(settings.allow_anonymous).lower()
+    env = {**os.environ, "BENTOML_HOME": str(home), **effective}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return command, env
 

@@ -168,6 +168,7 @@ def run(
         logged = _logged(log_url)
     finally:
         _postgres("start")
+        admin.dispose()  # its pooled connections died with the restart
         with admin.connect() as connection:
             connection.execute(sa.text(f'drop database if exists "{database}" with (force)'))
         admin.dispose()

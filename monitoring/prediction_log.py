@@ -61,9 +61,9 @@ feedback_pending = sa.Table(
 )
 
 # Linear time on any input: a match may only start where a run of its characters starts (the
-# look-behinds), and runs are bounded (RFC 5321 caps an address's local part at 64 characters
-# and a domain at 255; phone numbers stay under 24), so no start position rescans a long token.
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
+# look-behinds), and a run is either taken whole without backtracking (possessive ++, e-mail)
+# or bounded (phone numbers stay under 24 characters), so no start position rescans a token.
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+")
 _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
 _PHONE = re.compile(r"(?<![\w+])\+?\d[\d\s().-]{7,22}\d(?!\w)")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -181,13 +181,27 @@ class PredictionStore:
                     feedback_pending.c.received_at < now - timedelta(hours=keep_hours)
                 )
             )
-            connection.execute(feedback_pending.delete().where(feedback_pending.c.request_id == request_id))
-            connection.execute(
-                feedback_pending.insert().values(request_id=request_id, label=label, received_at=now)
-            )
+            connection.execute(self._upsert_pending(request_id, label, now))
         # The row may have been inserted while the label was being recorded.
         self._apply_pending_feedback([request_id])
-        return None
+        row = self.get(request_id)
+        return row if row is not None and row["feedback_label"] == label else None
+
+    def _upsert_pending(self, request_id: str, label: str, now: datetime):
+        """Insert, or replace the label of, a pending row: two labels for one id at once (two
+        workers) both succeed, the later wins."""
+        values = {"request_id": request_id, "label": label, "received_at": now}
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            return feedback_pending.insert().values(**values)
+        statement = insert(feedback_pending).values(**values)
+        return statement.on_conflict_do_update(
+            index_elements=["request_id"], set_={"label": label, "received_at": now}
+        )
 
     def _apply_pending_feedback(self, ids: list[str]) -> None:
         with self.engine.begin() as connection:
@@ -270,6 +284,7 @@ class PredictionLogWriter:
         self._queue: queue.Queue[dict] = queue.Queue(maxsize=max_queue)
         self._queued_bytes = 0
         self._bytes_lock = threading.Lock()
+        self._spool_size = self.spool_bytes()
         self._spool_lock = threading.Lock()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -335,11 +350,15 @@ class PredictionLogWriter:
         return sorted(self.rejected_dir.glob("*.jsonl")) if self.rejected_dir.is_dir() else []
 
     def spool_bytes(self) -> int:
+        """Bytes in the spool folder and its ``rejected/`` folder (a scan: off the request path)."""
         total = 0
-        for path in self.spool_dir.iterdir():
-            with contextlib.suppress(FileNotFoundError):  # another process replayed it just now
-                if path.is_file():
-                    total += path.stat().st_size
+        for folder in (self.spool_dir, self.rejected_dir):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                with contextlib.suppress(FileNotFoundError):  # another process replayed it just now
+                    if path.is_file():
+                        total += path.stat().st_size
         return total
 
     def _run(self) -> None:
@@ -368,7 +387,8 @@ class PredictionLogWriter:
             self._last_retry = time.monotonic()
             self._reclaim_stale_claims(self.stale_claim_seconds)
             self._replay_spool()
-            self.on_spool_bytes(self.spool_bytes())
+            self._spool_size = self.spool_bytes()
+            self.on_spool_bytes(self._spool_size)
 
     def _drain(self, max_rows: int | None, wait: float = 0.0, linger: float = 0.0) -> list[dict]:
         """Up to ``max_rows`` rows: waits ``wait`` for the first, then ``linger`` for more to
@@ -396,13 +416,23 @@ class PredictionLogWriter:
         try:
             self._insert(rows)
         except Exception as error:
-            if self.store.answers():  # the database is up and refused these rows: find which
+            if self._rows_at_fault(error):  # the database is up and refused these rows: find which
                 log.warning("prediction log store refused a batch of %d rows: %s", len(rows), error)
                 self._insert_isolating_rejects(rows)
                 return
             log.warning("prediction log write failed (%s rows spooled): %s", len(rows), error)
             self.on_write_failure(len(rows))
             self._spool(rows)
+
+    def _rows_at_fault(self, error: Exception) -> bool:
+        """True only for an error about the rows themselves (bad data, a constraint, a value
+        no driver can encode) while the database answers. Anything else (down, locked, full,
+        read-only, a timeout) is the database's: the rows are spooled and replayed later."""
+        about_rows = isinstance(error, sa.exc.DataError | sa.exc.IntegrityError) or (
+            isinstance(error, sa.exc.StatementError)
+            and isinstance(getattr(error, "orig", None), UnicodeError | ValueError | TypeError)
+        )
+        return about_rows and self.store.answers()
 
     def _insert(self, rows: list[dict]) -> None:
         self._ensure_schema()
@@ -423,20 +453,31 @@ class PredictionLogWriter:
         for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
             try:
                 self._insert(half)
-            except Exception:
-                if not self.store.answers():  # went down meanwhile: keep the rest for replay
+            except Exception as error:
+                if not self._rows_at_fault(error):  # the database's fault now: keep for replay
                     self.on_write_failure(len(half))
                     self._spool(half)
                     continue
                 self._insert_isolating_rejects(half)
 
     def _reject(self, rows: list[dict], error: Exception) -> None:
+        """Set refused rows aside in ``rejected/`` (counted against the spool's limit) for an
+        operator; never replayed, since the database would refuse them again."""
         log.error(
             "prediction log store refused row %s; kept in %s: %s", rows[0].get("id"), self.rejected_dir, error
         )
         self.on_rejected(len(rows))
-        self.rejected_dir.mkdir(parents=True, exist_ok=True)
-        self._write_file(self.rejected_dir, [{**row, "_error": str(error)[:500]} for row in rows])
+        try:
+            with self._spool_lock:
+                if self._spool_size >= self.spool_max_bytes:
+                    raise OSError(f"the spool holds {self.spool_max_bytes} bytes or more (its limit)")
+                self.rejected_dir.mkdir(parents=True, exist_ok=True)
+                self._spool_size += self._write_file(
+                    self.rejected_dir, [{**row, "_error": str(error)[:500]} for row in rows]
+                )
+        except Exception as failure:
+            log.error("prediction log: %d refused rows dropped, not kept: %s", len(rows), failure)
+            self.on_dropped(len(rows))
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -445,17 +486,19 @@ class PredictionLogWriter:
 
     def _spool(self, rows: list[dict]) -> None:
         """Keep rows on disk for a later replay; never raises (it runs on the request path when
-        the queue is full): rows the spool cannot take are counted as dropped."""
+        the queue is full): rows the spool cannot take are counted as dropped. The size check
+        reads a counter (rescanned each cycle by the writer thread), not the folder."""
         try:
             with self._spool_lock:
-                if self.spool_bytes() >= self.spool_max_bytes:
+                if self._spool_size >= self.spool_max_bytes:
                     raise OSError(f"the spool holds {self.spool_max_bytes} bytes or more (its limit)")
-                self._write_file(self.spool_dir, rows)
+                self._spool_size += self._write_file(self.spool_dir, rows)
         except Exception as error:
             log.error("prediction log: %d rows dropped, the spool cannot take them: %s", len(rows), error)
             self.on_dropped(len(rows))
 
-    def _write_file(self, folder: Path, rows: list[dict]) -> None:
+    def _write_file(self, folder: Path, rows: list[dict]) -> int:
+        """Write rows as one JSON-lines file; returns its size in bytes."""
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
         partial = folder / f"{name}.partial"
         try:
@@ -466,16 +509,22 @@ class PredictionLogWriter:
             partial.unlink(missing_ok=True)
             raise
         # Appear complete or not at all: a replaying process never reads a half-written file.
+        size = partial.stat().st_size
         partial.rename(folder / f"{name}.jsonl")
+        return size
 
     def _reclaim_stale_claims(self, max_age: float) -> None:
         """Hand back files claimed for replay by a process that died (claims are touched when
-        made, so a live replayer's claim is young)."""
+        made, so a live replayer's claim is young), and remove half-written files it left."""
         now = time.time()
         for claimed in self.spool_dir.glob("*.replaying-*"):
             with contextlib.suppress(FileNotFoundError):
                 if now - claimed.stat().st_mtime >= max_age:
                     claimed.rename(claimed.with_name(claimed.name.split(".replaying-")[0] + ".jsonl"))
+        for partial in [*self.spool_dir.glob("*.partial"), *self.rejected_dir.glob("*.partial")]:
+            with contextlib.suppress(FileNotFoundError):
+                if now - partial.stat().st_mtime >= max(max_age, 60.0):
+                    partial.unlink()
 
     def _replay_spool(self) -> None:
         for path in self.spooled_files():
@@ -490,7 +539,7 @@ class PredictionLogWriter:
             try:
                 self._insert(rows)
             except Exception as error:
-                if not self.store.answers():  # still down: put the file back for the next retry
+                if not self._rows_at_fault(error):  # still down: put the file back for the next retry
                     with contextlib.suppress(FileNotFoundError):
                         claimed.rename(path)
                     log.info("prediction log store still unavailable; spooled rows wait: %s", error)

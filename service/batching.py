@@ -37,6 +37,7 @@ class MicroBatcher:
         self.max_queued_texts = max_queued_texts
         self.on_batch = on_batch or (lambda size: None)
         self.queued_texts = 0
+        self._counted: dict[asyncio.Future, int] = {}
         self.computed_texts = 0
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -47,6 +48,7 @@ class MicroBatcher:
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self.queued_texts = 0
+            self._counted.clear()
             self._worker = asyncio.get_running_loop().create_task(self._work())
         if self.queued_texts + len(texts) > self.max_queued_texts:
             raise Overloaded(
@@ -55,12 +57,19 @@ class MicroBatcher:
             )
         future = asyncio.get_running_loop().create_future()
         self.queued_texts += len(texts)
+        self._counted[future] = len(texts)
+        # A caller that goes away frees its place in the queue at once, not when it is dequeued.
+        future.add_done_callback(self._release)
         self._queue.put_nowait((texts, future))
         return await future
 
+    def _release(self, future) -> None:
+        """Take a request's texts off the queue count, once (on dequeue or on cancel)."""
+        self.queued_texts -= self._counted.pop(future, 0)
+
     def _take(self, item) -> bool:
         """Account for a dequeued request; False when its caller is gone (skip it)."""
-        self.queued_texts -= len(item[0])
+        self._release(item[1])
         return not item[1].done()
 
     async def _work(self) -> None:

@@ -7,7 +7,6 @@ any work is done, and every refusal is JSON a client can act on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 from contextvars import ContextVar
@@ -142,14 +141,32 @@ class RequestGuard:
         watcher = asyncio.ensure_future(watch_for_disconnect())
         try:
             await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # This request itself was cancelled (BentoML's timeout, shutdown): so is its handler.
+            await _cancelled(handler)
+            raise
         finally:
             watcher.cancel()
-        if not handler.done():
-            handler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await handler
+        if not handler.done():  # the client hung up
+            await _cancelled(handler)
             return None
+        if handler.exception() is not None and error_start is not None and not error_body:
+            # The app failed after starting an error response we held: answer it in our shape.
+            await _reply(send, 500, "internal error; see the server log")
         return handler.result()
+
+
+async def _cancelled(task: asyncio.Task) -> None:
+    """Cancel ``task`` and wait for it to end, without swallowing our own cancellation."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():  # we are being cancelled too
+            raise
+    except Exception:  # the task's failure on its way out; it was cancelled on purpose
+        pass
 
 
 def _one_error_shape(start: dict, body: bytes, message: str | None) -> tuple[dict, bytes]:

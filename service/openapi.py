@@ -115,10 +115,15 @@ def exact_document(generated: dict, labels: list[str], api_key: bool) -> dict:
 
 
 def _error_response(code: str, description: str | None = None) -> dict:
-    return {
+    response = {
         "description": description or _DESCRIPTIONS[code],
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+    if code == "503":
+        response["headers"] = {
+            "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+        }
+    return response
 
 
 def _declare_inputs(spec: dict, labels: list[str]) -> None:

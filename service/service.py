@@ -8,7 +8,8 @@ second BentoML service with BentoML's adaptive batching (slower on 2 cores; READ
 Performance). Inference itself lives in ``emotion_ops.predictor``; this module only wires it to
 HTTP.
 
-Run: ``bentoml serve service.service:EmotionService`` (or ``emotion-ops serve``).
+Run: ``emotion-ops serve`` (it execs ``bentoml serve`` with this service's settings; a bare
+``bentoml serve`` binds 0.0.0.0 by default, so set ``EMOTION_HOST`` to match and a key).
 """
 
 import asyncio
@@ -90,9 +91,11 @@ REPORT_FIELDS = (
 )
 
 
-# The schema declares this pattern and the check below applies the same expression with the
-# same engine, so what the document calls valid is exactly what the service accepts.
-NOT_BLANK = r"\S"
+# The schema declares this pattern and the check below applies it. It spells out every character
+# that either Python or JSON Schema (ECMA-262) calls whitespace, instead of \s (on which they
+# differ), so both read it the same: what the document calls valid is what the service accepts.
+WHITESPACE = "\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = f"[^{WHITESPACE}]"
 _NOT_BLANK = re.compile(NOT_BLANK)
 
 

@@ -183,9 +183,10 @@ def test_kubernetes_workloads_have_probes_resources_autoscaling_and_a_cronjob():
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
-    assert {ref.get("secretRef", ref.get("configMapRef"))["name"] for ref in container["envFrom"]} == {
-        "emotion-ops-config", "emotion-ops-secrets"
-    }  # fmt: skip
+    assert [ref["configMapRef"]["name"] for ref in container["envFrom"]] == ["emotion-ops-config"]
+    secrets = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]}
+    assert set(secrets) == {"EMOTION_PREDICTION_LOG_URL", "EMOTION_API_KEY"}  # not MLflow's URL
+    assert all(ref["name"] == "emotion-ops-secrets" and not ref.get("optional") for ref in secrets.values())
     cron = next(d for d in documents if d["kind"] == "CronJob")
     job = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert job["args"] == ["emotion-ops", "monitor", "--once"]

@@ -41,8 +41,21 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "rehearsal-key-0123456789"
 
 
+# What deploy/Dockerfile copies into its wheel stage, and nothing else.
+IMAGE_SOURCES = ("pyproject.toml", "README.md", "emotion_ops", "training", "service", "monitoring")
+
+
 def install_wheel(folder: Path) -> Path:
-    """Build the project's wheel and install it, not editable, into a fresh venv; return its bin."""
+    """Build the project's wheel from exactly what the Dockerfile copies (a checkout's stale
+    build/ or egg-info could hide a missing package-data entry) and install it, not editable,
+    into a fresh venv; return the venv's bin folder."""
+    source = folder / "src"
+    for name in IMAGE_SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            source.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     wheels = folder / "wheels"
     subprocess.run(
         [
@@ -55,10 +68,10 @@ def install_wheel(folder: Path) -> Path:
             "-q",
             "-w",
             str(wheels),
-            str(ROOT),
+            ".",
         ],
         check=True,
-        cwd=folder,
+        cwd=source,
     )
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -315,3 +328,12 @@ def test_compose_as_processes_serves_scrapes_pushes_and_loads_every_rule(
         assert len(rules) == expected and all(rule["health"] != "err" for rule in rules), rules
         managers = httpx.get(f"{prometheus_url}/api/v1/alertmanagers").json()["data"]["activeAlertmanagers"]
         assert [manager["url"] for manager in managers] == [f"{alertmanager}/api/v2/alerts"]
+
+
+def test_the_rehearsal_builds_from_what_the_dockerfile_copies():
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    wheel_stage = dockerfile.split("FROM ")[1]
+    copied = [
+        word for line in wheel_stage.splitlines() if line.startswith("COPY ") for word in line.split()[1:-1]
+    ]
+    assert tuple(copied) == IMAGE_SOURCES

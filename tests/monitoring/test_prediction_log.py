@@ -146,7 +146,7 @@ def test_redaction_is_linear_on_long_tokens_and_still_finds_contacts():
         "    redact(token)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[2])
-    assert redact("write to " + "a" * 70 + "@example.com") != "write to [EMAIL]"  # local part > 64
+    assert redact("write to " + "a" * 70 + "@example.com") == "write to [EMAIL]"  # no length cap
     assert redact("ping bob_smith@mail.example.org today") == "ping [EMAIL] today"
     assert redact("call 555-123-4567") == "call [PHONE]"
 

@@ -119,17 +119,36 @@ def test_batch_size_is_reported(wait_ms):
     assert sum(sizes) == 10
 
 
-def test_a_cancelled_request_is_never_computed():
-    model = SlowEcho(seconds=0.2)
-    batcher = MicroBatcher(model, max_batch=1)
+class GatedEcho(SlowEcho):
+    """A forward that waits until the test opens the gate: no timing decides the order."""
+
+    def __init__(self):
+        super().__init__(seconds=0)
+        self.started = threading.Event()
+        self.gate = threading.Event()
+
+    def __call__(self, texts):
+        self.started.set()
+        assert self.gate.wait(10)
+        return super().__call__(texts)
+
+
+def test_a_cancelled_request_is_never_computed_and_frees_its_place_at_once():
+    model = GatedEcho()
+    batcher = MicroBatcher(model, max_batch=1, max_queued_texts=3)
 
     async def main():
         first = asyncio.ensure_future(batcher.submit(["busy"]))  # occupies the model
-        await asyncio.sleep(0.05)
+        while not model.started.is_set():
+            await asyncio.sleep(0.001)
         gone = asyncio.ensure_future(batcher.submit(["nobody waits for me"]))
         kept = asyncio.ensure_future(batcher.submit(["wanted"]))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # both are queued behind the running forward
+        assert batcher.queued_texts == 2
         gone.cancel()  # the client hung up while its request was queued
+        await asyncio.sleep(0)
+        assert batcher.queued_texts == 1  # its place is free before it is dequeued
+        model.gate.set()
         return await first, await kept
 
     assert asyncio.run(main()) == ([{"echo": "busy"}], [{"echo": "wanted"}])

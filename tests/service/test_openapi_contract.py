@@ -3,6 +3,7 @@ service (with the API key, as clients send it) and finds nothing."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,17 @@ def test_the_document_declares_the_key_errors_and_the_served_labels(service_url)
     assert {"200", "400", "401", "413", "415", "503"} <= set(predict["responses"])
     assert predict["requestBody"]["required"] is True
     text = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]["text"]
-    assert text["pattern"] == r"\S" and text["maxLength"] == 2000
+    assert text["maxLength"] == 2000
+    # Blank by Python's rules or by JSON Schema's: the pattern refuses both.
+    for blank, valid in (
+        ("  \t", False),
+        ("\x1c", False),
+        ("\ufeff", False),
+        ("\u3000", False),
+        (" a", True),
+    ):
+        assert bool(re.search(text["pattern"], blank)) is valid
+    assert "Retry-After" in predict["responses"]["503"]["headers"]
     feedback = document["components"]["schemas"]["Feedback"]["properties"]["label"]
     assert feedback["enum"] == ["anger", "fear", "joy", "love", "sadness", "surprise"]
     assert "422" not in document["paths"]["/feedback"]["post"]["responses"]

@@ -39,10 +39,14 @@ class Traffic:
                 sent = time.monotonic()
                 try:
                     response = client.post(self.url + "/predict", json={"text": "i feel happy and glad"})
-                    body = response.json()
-                    outcome = (response.status_code, body.get("model_version"), body.get("request_id"))
                 except httpx.HTTPError as error:
                     outcome = (0, None, repr(error))
+                else:
+                    try:  # the status counts even when the body is not JSON
+                        body = response.json()
+                    except ValueError:
+                        body = {}
+                    outcome = (response.status_code, body.get("model_version"), body.get("request_id"))
                 self.outcomes.append(outcome)
                 self.timings.append((sent, time.monotonic()))
 

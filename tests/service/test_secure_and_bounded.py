@@ -19,6 +19,10 @@ def _predicted(url: str, headers: dict | None = None) -> float:
 
 
 def test_serve_refuses_to_start_on_an_open_interface_without_a_key(isolated_env, monkeypatch):
+    def exec_instead_of_refusing(*args):
+        raise AssertionError("serve went on to exec BentoML")
+
+    monkeypatch.setattr("os.execve", exec_instead_of_refusing)  # a regression fails, not hangs
     monkeypatch.setenv("EMOTION_HOST", "0.0.0.0")
     monkeypatch.setenv("EMOTION_API_KEY", "")  # what compose passes for an unset key
     refused = cli("serve")
