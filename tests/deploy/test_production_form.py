@@ -202,17 +202,22 @@ def test_compose_as_processes_serves_scrapes_pushes_and_loads_every_rule(
             }
             return {**clean, **composed, **rehearsal}
 
-        # Bootstrap: compose's one-shot command, from the installed wheel.
-        bootstrap = subprocess.run(
-            [str(image_bin / services["bootstrap"]["command"][0]), *services["bootstrap"]["command"][1:]],
-            env=environment_of("bootstrap"),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert bootstrap.returncode == 0, bootstrap.stdout[-3000:] + bootstrap.stderr[-3000:]
-        assert "champion:" in bootstrap.stdout
+        def run_from_image(name: str, command: list[str]) -> str:
+            """A one-shot command of the installed wheel with compose service ``name``'s
+            environment; returns its output once it exits 0."""
+            done = subprocess.run(
+                [str(image_bin / command[0]), *command[1:]],
+                env=environment_of(name),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            return done.stdout
+
+        # Bootstrap: compose's one-shot command.
+        assert "champion:" in run_from_image("bootstrap", services["bootstrap"]["command"])
 
         # The service: compose's command and environment (two workers by default), with a key.
         service_env = {**environment_of("service"), "EMOTION_API_KEY": API_KEY, "EMOTION_HOST": "127.0.0.1"}
@@ -289,17 +294,8 @@ def test_compose_as_processes_serves_scrapes_pushes_and_loads_every_rule(
         )
 
         # The monitor job, once (the CronJob's form; compose runs the same cycle on a timer).
-        monitor_env = environment_of("monitor")
-        monitor = subprocess.run(
-            [str(image_bin / "emotion-ops"), "monitor", "--once"],
-            env=monitor_env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert monitor.returncode == 0, monitor.stdout[-3000:] + monitor.stderr[-3000:]
-        assert "trigger:" in monitor.stdout
+        assert services["monitor"]["command"] == ["emotion-ops", "monitor"]
+        assert "trigger:" in run_from_image("monitor", ["emotion-ops", "monitor", "--once"])
 
         def query(expr: str) -> list:
             return httpx.get(f"{prometheus_url}/api/v1/query", params={"query": expr}).json()["data"][
