@@ -3,10 +3,9 @@
 1. The compute ceiling: the champion in-process, batched, on PyTorch and ONNX Runtime, fp32 and
    int8 (texts/s), with each one's test accuracy.
 2. The baseline: the same model behind FastAPI + uvicorn, one forward per request
-   (``service/fastapi_baseline.py``).
-3. Our BentoML service on both runtimes and precisions with monitoring on; the served runtime's
-   int8 with the prediction log and custom metrics off (monitoring overhead), and as two BentoML
-   services, the model behind BentoML's adaptive batching (what the in-process batcher gained).
+   (``emotion_ops/baseline_server.py``).
+3. Our BentoML service on both runtimes and precisions with monitoring on, and the served
+   runtime and precision with the prediction log and custom metrics off (monitoring overhead).
 4. The drift job on 10k and 100k logged rows (seconds and peak memory of its process).
 
 Load is a closed loop: ``concurrency`` clients, each sending its next request when the last one
@@ -23,19 +22,27 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
+from core.inference.runtime import load_predictor
+from core.registry import connect, load_bundle
+from core.settings import MonitorSettings, ServiceSettings
+from core.store import Store, TrafficWindow
+from core.store.rows import prediction_row
 from emotion_ops.processes import answers, bentoml_ready, free_port, running_process
-from emotion_ops.settings import Settings
+from service.launch import serve_command
+from training.data import load_emotion_dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,11 +51,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 class Case:
     """One server under load: which layout, runtime and precision, monitoring on or off."""
 
-    name: str  # baseline | bentoml | bentoml-no-monitoring | bentoml-two-process
+    name: str  # baseline | bentoml | bentoml-no-monitoring
     runtime: str
     precision: str
     monitoring: bool = True
-    in_process: bool = True
 
     @property
     def variant(self) -> str:
@@ -56,16 +62,14 @@ class Case:
 
 
 def service_cases(runtime: str, precision: str) -> tuple[Case, ...]:
-    """Our service on both runtimes and precisions; monitoring off and the old two-process
-    layout on the served default (``runtime``, ``precision``)."""
+    """Our service on both runtimes and precisions, and with monitoring off on the served
+    default (``runtime``, ``precision``)."""
     return (
         Case("bentoml", "torch", "fp32"),
         Case("bentoml", "torch", "int8"),
         Case("bentoml", "onnx", "fp32"),
         Case("bentoml", "onnx", "int8"),
         Case("bentoml-no-monitoring", runtime, precision, monitoring=False),
-        # Before the in-process batcher: the model as a second BentoML service (adaptive batching).
-        Case("bentoml-two-process", runtime, precision, in_process=False),
     )
 
 
@@ -161,12 +165,10 @@ def interleaved_load(
     return list(results.values())
 
 
-def _bento(settings: Settings, work: Path, case: Case):
+def _bento(settings: ServiceSettings, work: Path, case: Case):
     """The service as ``emotion-ops serve`` runs it, on a free port: (context manager, base URL).
 
     Each server has its own BentoML home (``serve_command``), so none blanks another's metrics."""
-    from emotion_ops.cli import serve_command
-
     port = free_port()
     command, serve_env = serve_command(settings.model_copy(update={"port": port, "host": "127.0.0.1"}))
     env = {
@@ -177,7 +179,6 @@ def _bento(settings: Settings, work: Path, case: Case):
         "EMOTION_RUNTIME": case.runtime,
         "EMOTION_QUANTIZE": str(case.precision == "int8").lower(),
         "EMOTION_MONITORING": str(case.monitoring).lower(),
-        "EMOTION_MODEL_IN_PROCESS": str(case.in_process).lower(),
         "EMOTION_PREDICTION_LOG_URL": f"sqlite:///{work / f'predictions-{uuid.uuid4().hex[:6]}.db'}",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
@@ -190,7 +191,7 @@ def _bento(settings: Settings, work: Path, case: Case):
 
 def _baseline(bundle, work: Path):
     port = free_port()
-    command = [sys.executable, "-m", "service.fastapi_baseline", "--model-dir", str(bundle.model_dir)]
+    command = [sys.executable, "-m", "emotion_ops.baseline_server", "--model-dir", str(bundle.model_dir)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     url = f"http://127.0.0.1:{port}"
     ready = lambda: answers(f"{url}/health")  # noqa: E731
@@ -206,8 +207,6 @@ def ceiling(bundle, texts: list[str], test_texts: list[str], test_labels: list[s
     spreads each forward over every core, and one single-threaded process per core, each with
     its share of the texts (the layout the service's workers use).
     """
-    from emotion_ops.runtime import load_predictor
-
     cores = os.cpu_count() or 1
     results = {}
     for runtime in ("torch", "onnx"):
@@ -268,8 +267,6 @@ def _parallel_throughput(model_dir: Path, options: dict, texts: list[str], proce
 
 
 def _ceiling_child(model_dir: Path, options: dict, texts: list[str], barrier, results) -> None:
-    from emotion_ops.runtime import load_predictor
-
     predictor = load_predictor(model_dir, threads=1, **options)
     predictor.predict_proba(texts[:64])  # warm-up
     barrier.wait()
@@ -279,37 +276,34 @@ def _ceiling_child(model_dir: Path, options: dict, texts: list[str], barrier, re
 
 
 def drift_timing(
-    settings: Settings, bundle, texts: list[str], sizes: tuple[int, ...], work: Path
+    settings: ServiceSettings, bundle, texts: list[str], sizes: tuple[int, ...], work: Path
 ) -> list[dict]:
     """Time the drift job on ``sizes`` logged rows, each run in a fresh process for its peak RSS."""
-    from monitoring.prediction_log import PredictionStore
-
     predictor = bundle.predictor(batch_size=64)
     predictions = predictor.predict(texts)
     results = []
     for size in sizes:
         url = f"sqlite:///{work / f'drift-{size}.db'}"
-        store = PredictionStore.from_url(url)
-        store.create_schema()
+        store = Store.open(url).predictions
         start = datetime.now(UTC) - timedelta(hours=1)
         rows = []
         for index in range(size):
             prediction = predictions[index % len(predictions)]
             rows.append(
-                {
-                    "id": str(uuid.uuid4()),
-                    "created_at": start + timedelta(milliseconds=index),
-                    "model_name": bundle.name,
-                    "model_version": bundle.version,
-                    "text": texts[index % len(texts)],
-                    "emotion": prediction.emotion,
-                    "confidence": prediction.confidence,
-                    "probabilities": prediction.probabilities,
-                    "latency_ms": 10.0,
-                    "truncated": prediction.truncated,
-                    "tokens": prediction.tokens,
-                    "uncertain": False,
-                }
+                prediction_row(
+                    request_id=str(uuid.uuid4()),
+                    created_at=start + timedelta(milliseconds=index),
+                    model_name=bundle.name,
+                    model_version=bundle.version,
+                    text=texts[index % len(texts)],
+                    emotion=prediction.emotion,
+                    confidence=prediction.confidence,
+                    probabilities=prediction.probabilities,
+                    latency_ms=10.0,
+                    truncated=prediction.truncated,
+                    tokens=prediction.tokens,
+                    uncertain=False,
+                )
             )
             if len(rows) == 10_000:
                 store.insert_many(rows)
@@ -337,22 +331,23 @@ def drift_timing(
 
 def _drift_child(url: str, size: int, output: str) -> None:
     """Child process: one drift run over the last ``size`` rows; prints seconds and peak RSS."""
-    from emotion_ops.registry import connect, load_bundle
-    from monitoring.drift import TrafficWindow, analyse
-    from monitoring.monitor import drift_policy
-    from monitoring.prediction_log import PredictionStore
+    # The drift job's own imports (Evidently) count toward the child's peak memory.
+    from monitoring.drift import analyse, sample_text_chars
+    from monitoring.policy import drift_policy
 
-    settings = Settings()
+    settings = MonitorSettings()
     bundle = load_bundle(connect(settings), settings)
     reference = bundle.reference()
+    policy = drift_policy(settings)
+    window = TrafficWindow(bundle.version, rows=size)
     started = time.perf_counter()
     result = analyse(
-        PredictionStore.from_url(url),
-        TrafficWindow(bundle.version, rows=size),
+        Store.connect(url).predictions.stream_window(window, max_chars=sample_text_chars(policy)),
+        window,
         reference,
         bundle.labels,
         bundle.name,
-        drift_policy(settings),
+        policy,
         Path(output),
     )
     seconds = time.perf_counter() - started
@@ -371,7 +366,8 @@ def _drift_child(url: str, size: int, output: str) -> None:
 
 
 def run(
-    settings: Settings,
+    settings: ServiceSettings,
+    data_source: str,
     concurrency: tuple[int, ...] = (1, 8, 32),
     requests: int = 1000,
     rounds: int = 4,
@@ -381,13 +377,8 @@ def run(
     progress=print,
 ) -> Path:
     """Run every case; returns the folder with results.json and results.md."""
-    from contextlib import ExitStack
-
-    from emotion_ops.registry import connect, load_bundle
-    from training.data import load_emotion_dataset
-
     bundle = load_bundle(connect(settings), settings)
-    test = load_emotion_dataset(settings.resolve_data_source(), splits=("test",)).splits["test"]
+    test = load_emotion_dataset(data_source, splits=("test",)).splits["test"]
     texts = test["text"].tolist()
     output = (output_root or settings.var_dir / "bench") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     output.mkdir(parents=True, exist_ok=True)
@@ -423,8 +414,6 @@ def run(
     markdown = to_markdown(results)
     (output / "results.md").write_text(markdown)
     (output.parent / "latest.md").write_text(markdown)
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     return output
 
@@ -456,7 +445,7 @@ def summarise(
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "processor": _processor_name(),
+            "processor": processor_name(),
         },
         "model": {"name": bundle.name, "version": bundle.version, "max_length": bundle.card["max_length"]},
         "served": served,
@@ -475,7 +464,7 @@ def _ratio(value: float, reference: float) -> float:
     return float(f"{value / reference:.3g}") if reference else float("nan")
 
 
-def _processor_name() -> str:
+def processor_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

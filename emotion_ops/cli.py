@@ -1,16 +1,33 @@
-"""The ``emotion-ops`` command line: one entry point for every stage of the stack."""
+"""The ``emotion-ops`` command line: one entry point for every stage of the stack.
+
+The roof: it imports every stage and nothing imports it. The stages that bring torch, the
+training stack or Evidently (training, the monitor job, the benchmark) are imported inside the
+commands that use them, so ``emotion-ops reports list`` or ``serve`` start without loading them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import getpass
+import json
 import logging
 import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from emotion_ops.settings import Settings
+from core.registry import CHAMPION, RegistryError, connect, version_by_alias
+from core.settings import MonitorSettings, ServiceSettings, TrainingSettings
+from core.store import Store
+from core.store.reports import LISTED_FIELDS, REVIEW_FIELDS, STATUSES, ReportNotFound
+from service.launch import serve_command
 
 app = typer.Typer(
     name="emotion-ops",
@@ -49,7 +66,6 @@ def _user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from emotion_ops.registry import RegistryError
         from training.base_model import BaseModelError
         from training.data import DataError
 
@@ -111,7 +127,7 @@ def train(
     }
     config = PROFILES[profile].model_copy(update={k: v for k, v in overrides.items() if v is not None})
     config = type(config).model_validate(config.model_dump())  # re-check overridden values
-    settings = Settings()
+    settings = TrainingSettings()
     outcome = train_and_register(
         settings, config, data, base_model, with_baseline=baseline, progress=progress
     )
@@ -152,7 +168,7 @@ def promote(
     _quiet_libraries()
     from training.promote import promote as run_promotion
 
-    result = run_promotion(Settings(), data, tolerance, floor)
+    result = run_promotion(TrainingSettings(), data, tolerance, floor)
     verdict = "PROMOTED" if result.decision.passed else "REFUSED"
     typer.echo(f"{verdict}: version {result.challenger_version}: {result.decision.reason}")
     if result.decision.passed:
@@ -169,7 +185,7 @@ def rollback() -> None:
     _quiet_libraries()
     from training.promote import rollback as run_rollback
 
-    moved_from, moved_to = run_rollback(Settings())
+    moved_from, moved_to = run_rollback(TrainingSettings())
     typer.echo(f"champion moved back from version {moved_from} to version {moved_to}")
 
 
@@ -178,12 +194,9 @@ def rollback() -> None:
 def models() -> None:
     """List registered versions with their aliases and test metrics."""
     _quiet_libraries()
-    from rich.console import Console
-    from rich.table import Table
-
     from training.promote import list_versions
 
-    settings = Settings()
+    settings = TrainingSettings()
     rows = list_versions(settings)
     if not rows:
         typer.echo(f"no versions of '{settings.model_name}' registered in {settings.registry_uri}")
@@ -207,15 +220,13 @@ def base_model_command(
 ) -> None:
     """Show which pretrained encoder training would start from (building the offline one if needed)."""
     _quiet_libraries()
-    from pathlib import Path
-
     from training.base_model import (
         OFFLINE_BASE_MODEL,
         max_hidden_state_difference,
         resolve_base_model,
     )
 
-    base = resolve_base_model(spec, Settings().base_model_cache)
+    base = resolve_base_model(spec, TrainingSettings().base_model_cache)
     typer.echo(f"{base.name} [{base.origin}] at {base.path}")
     if check and base.origin == OFFLINE_BASE_MODEL:
         sentences = ["i feel so happy today", "this makes me furious", "i am scared of the dark"]
@@ -223,55 +234,7 @@ def base_model_command(
         typer.echo(f"max |hidden state difference| vs all-MiniLM-L6-v2: {difference:.2e}")
 
 
-def serve_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """The ``bentoml serve`` command line and environment that serve ``settings``.
-
-    - ``--working-dir`` is the folder that holds this installation's ``service`` package (the
-      checkout, or site-packages for an installed wheel), so the served code is the installed
-      code, whatever the current folder holds.
-    - ``BENTOML_HOME`` is per port under ``var_dir``: BentoML empties its Prometheus
-      multiprocess folder there at start, so two services sharing one folder blank each
-      other's metrics.
-    """
-    import sys
-    from pathlib import Path
-
-    code_root = Path(__file__).resolve().parents[1]
-    # This interpreter's BentoML, whatever PATH holds.
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "service.service:EmotionService",
-        "--working-dir",
-        str(code_root),
-        "--host",
-        settings.host,
-        "--port",
-        str(settings.port),
-    ]
-    home = settings.var_dir / "bentoml" / f"port-{settings.port}"
-    home.mkdir(parents=True, exist_ok=True)
-    # The workers run in --working-dir and would not see a .env of the current folder: hand
-    # them the settings this process checked (bind address, key), not their own defaults.
-    effective = {
-        "EMOTION_VAR_DIR": str(settings.var_dir),
-        "EMOTION_HOST": settings.host,
-        "EMOTION_PORT": str(settings.port),
-    }
-    if settings.api_key is not None:
-        effective["EMOTION_API_KEY"] = settings.api_key.get_secret_value()
-    if settings.allow_anonymous is not None:
-        effective["EMOTION_ALLOW_ANONYMOUS"] = str(settings.allow_anonymous).lower()
-    env = {**os.environ, "BENTOML_HOME": str(home), **effective}
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return command, env
-
-
-def _serve(settings: Settings) -> None:
-    import sys
-
+def _serve(settings: ServiceSettings) -> None:
     settings.check_serving_security()
     command, env = serve_command(settings)
     typer.echo(
@@ -289,7 +252,7 @@ def _serve(settings: Settings) -> None:
 @_user_errors
 def serve() -> None:
     """Serve the registry champion over HTTP with BentoML (foreground; Ctrl-C stops it)."""
-    _serve(Settings())
+    _serve(ServiceSettings())
 
 
 @app.command()
@@ -302,12 +265,11 @@ def up(
     """Bring the stack up on embedded defaults: train and promote a model if there is no champion,
     then serve it."""
     _quiet_libraries()
-    from emotion_ops.registry import CHAMPION, connect, version_by_alias
     from training.pipeline import train_and_register
     from training.promote import promote as run_promotion
     from training.train import PROFILES
 
-    settings = Settings()
+    settings = TrainingSettings()
     champion = version_by_alias(connect(settings), settings.model_name, CHAMPION)
     if champion is None:
         typer.echo(f"no champion in {settings.registry_uri}: training one ({profile} profile)")
@@ -328,14 +290,11 @@ def up(
     )
     typer.echo(f"registry: {settings.registry_uri}")
     if serve:
-        _serve(settings)
+        _serve(ServiceSettings())
 
 
 def _parse_time(value: str | None, option: str):
     """An ISO time (UTC when no zone is given) or a duration before now: 30m, 24h, 7d."""
-    import re
-    from datetime import UTC, datetime, timedelta
-
     if value is None:
         return None
     relative = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip())
@@ -406,14 +365,14 @@ def drift(
 ) -> None:
     """Drift report of logged traffic against the model's reference sample (Evidently HTML + JSON)."""
     _quiet_libraries()
-    from monitoring.monitor import run_drift
+    from monitoring.job import run_drift
 
     if rows and (since or until):
         raise ValueError("give either --rows or --since/--until, not both")
     window_start, window_end = _parse_time(since, "--since"), _parse_time(until, "--until")
     if window_start and window_end and window_start >= window_end:
         raise ValueError("--since must be before --until")
-    _print_drift(run_drift(Settings(), rows, window_start, window_end, model_version, push))
+    _print_drift(run_drift(MonitorSettings(), rows, window_start, window_end, model_version, push))
 
 
 reports_app = typer.Typer(help="Review drift reports: list, show, acknowledge.", no_args_is_help=True)
@@ -429,59 +388,49 @@ def reports_list(
     ] = None,
 ) -> None:
     """Recent drift reports with their verdict and status."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from monitoring.monitor import open_store
-    from monitoring.reports import STATUSES
-
     if status and status not in STATUSES:
         raise ValueError(f"unknown status '{status}'; choose from {list(STATUSES)}")
-    _, index = open_store(Settings())
-    rows = index.list(limit, status)
+    rows = Store.open(MonitorSettings().log_store_url).reports.list(limit, status)
     if not rows:
         typer.echo("no drift reports yet; run 'emotion-ops drift'")
         return
+    # The columns /reports lists but the two long texts ('reports show' has them).
+    columns = [field for field in LISTED_FIELDS if field not in ("decision_reason", "action")]
     table = Table()
-    for column in (
-        "id",
-        "created",
-        "model",
-        "verdict",
-        "drifted",
-        "rows",
-        "labels",
-        "accuracy",
-        "status",
-        "decision",
-    ):
-        table.add_column(column)
+    for column in columns:
+        table.add_column(SHORT_HEADERS.get(column, column), no_wrap=True)
     for row in rows:
-        table.add_row(
-            row["id"],
-            row["created_at"].strftime("%Y-%m-%d %H:%M"),
-            f"v{row['model_version']}",
-            row["verdict"],
-            "" if row["drifted_share"] is None else f"{row['drifted_share']:.2f}",
-            str(row["window_rows"]),
-            str(row["labelled_rows"]),
-            "" if row["live_accuracy"] is None else f"{row['live_accuracy']:.3f}",
-            row["status"],
-            row["decision"] or "",
-        )
+        table.add_row(*(_cell(column, row[column]) for column in columns))
     Console(width=160).print(table)
+
+
+SHORT_HEADERS = {
+    "created_at": "created",
+    "model_version": "model",
+    "drifted_share": "drifted",
+    "window_rows": "rows",
+    "labelled_rows": "labels",
+    "live_accuracy": "accuracy",
+}
+
+
+def _cell(column: str, value) -> str:
+    if value is None:
+        return ""
+    if column == "model_version":
+        return f"v{value}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
 
 
 @reports_app.command("show")
 @_user_errors
 def reports_show(report_id: Annotated[str, typer.Argument(help="Report id, or 'latest'.")]) -> None:
     """One report's summary (JSON), review and trigger fields."""
-    import json
-
-    from monitoring.monitor import open_store
-    from monitoring.reports import ReportNotFound
-
-    _, index = open_store(Settings())
+    index = Store.open(MonitorSettings().log_store_url).reports
     if report_id == "latest":
         report = index.latest()
         if report is None:
@@ -494,8 +443,7 @@ def reports_show(report_id: Annotated[str, typer.Argument(help="Report id, or 'l
     review = {
         key: (value.isoformat() if hasattr(value, "isoformat") else value)
         for key, value in report.items()
-        if key
-        in {"status", "decision", "decision_reason", "action", "triggered_at", "acked_by", "acked_at", "note"}
+        if key in REVIEW_FIELDS
     }
     typer.echo(json.dumps({**report["summary"], "review": review}, indent=2))
 
@@ -508,12 +456,7 @@ def reports_ack(
     by: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER).")] = None,
 ) -> None:
     """Acknowledge a report: you reviewed it (a retrain-triggered report keeps that status)."""
-    import getpass
-
-    from monitoring.monitor import open_store
-    from monitoring.reports import ReportNotFound
-
-    _, index = open_store(Settings())
+    index = Store.open(MonitorSettings().log_store_url).reports
     try:
         report = index.acknowledge(report_id, by or getpass.getuser(), note)
     except ReportNotFound as error:
@@ -532,9 +475,9 @@ def monitor(
 ) -> None:
     """Drift report + retrain trigger, once or on a schedule (EMOTION_RETRAIN_MODE: local, webhook, off)."""
     _quiet_libraries()
-    from monitoring.monitor import monitor_forever, monitor_once
+    from monitoring.job import monitor_forever, monitor_once
 
-    settings = Settings()
+    settings = MonitorSettings()
     if interval:
         settings = settings.model_copy(update={"monitor_interval_seconds": interval})
 
@@ -561,12 +504,11 @@ def retrain(
     """Retrain on the data plus feedback from the log, register 'challenger' and run the gate
     (what the monitor's local mode does; for a CI job answering the retrain webhook)."""
     _quiet_libraries()
-    from monitoring.monitor import open_store
-    from monitoring.retrain import retrain_and_promote
+    from training.retrain import retrain_and_promote
 
-    settings = Settings()
-    store, _ = open_store(settings)
-    typer.echo(retrain_and_promote(settings, store, progress=progress))
+    settings = TrainingSettings()
+    store = Store.open(settings.log_store_url)
+    typer.echo(retrain_and_promote(settings, store.predictions, progress=progress))
 
 
 @app.command()
@@ -603,7 +545,8 @@ def bench(
     if not levels:
         raise ValueError("--concurrency needs at least one client count")
     output = run(
-        Settings(),
+        ServiceSettings(),
+        TrainingSettings().resolve_data_source(),
         concurrency=levels,
         requests=requests,
         ceiling_texts=ceiling_texts,
@@ -634,7 +577,7 @@ def soak(
     from emotion_ops.soak import run, to_markdown
 
     results = run(
-        Settings(),
+        ServiceSettings(),
         seconds=seconds,
         clients=clients,
         outage_seconds=outage,

@@ -23,8 +23,11 @@ from datetime import UTC, datetime
 import httpx
 import sqlalchemy as sa
 
+from core.settings import ServiceSettings
+from core.store import Store
+from emotion_ops.bench import processor_name
 from emotion_ops.processes import bentoml_ready, free_port, running_process
-from emotion_ops.settings import Settings
+from service.launch import serve_command
 
 TEXTS = (
     "i feel so happy and glad today",
@@ -101,24 +104,21 @@ def _rss_by_process(pid: int) -> dict[str, float]:
 
 
 def _logged(url: str) -> set[str]:
-    engine = sa.create_engine(url)
+    store = Store.connect(url)
     try:
-        with engine.connect() as connection:
-            return {row[0] for row in connection.execute(sa.text("select id from predictions"))}
+        return store.predictions.ids()
     finally:
-        engine.dispose()
+        store.engine.dispose()
 
 
 def run(
-    settings: Settings,
+    settings: ServiceSettings,
     seconds: float = 600,
     clients: int = 32,
     outage_seconds: float = 60,
     admin_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     progress=print,
 ) -> dict:
-    from emotion_ops.cli import serve_command
-
     work = settings.var_dir / "soak"
     work.mkdir(parents=True, exist_ok=True)
     database = "soak_" + uuid.uuid4().hex[:8]
@@ -179,11 +179,10 @@ def run(
         with admin.connect() as connection:
             connection.execute(sa.text(f'drop database if exists "{database}" with (force)'))
         admin.dispose()
-    from emotion_ops.bench import _processor_name
 
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": _processor_name(),
+        "cpu": processor_name(),
         "seconds": seconds,
         "clients": clients,
         "outage_seconds": outage_seconds,

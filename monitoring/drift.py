@@ -21,9 +21,12 @@ The verdict is drift when the share of drifted columns reaches ``drift_share``, 
 predicted-label mix drifted on its own: that is the model's output moving, and worth a look
 whatever the inputs do.
 
-Memory stays bounded however large the window: rows are streamed from the store in chunks;
-exact counts (rows, predicted labels, feedback confusion) are kept over the whole window, and a
-uniform reservoir sample of at most ``sample_rows`` rows goes into the Evidently report.
+Memory stays bounded however large the window: the rows come as a stream (the monitor job reads
+them from the store in chunks, each text cut to ``sample_text_chars``); exact counts (rows,
+predicted labels, feedback confusion) are kept over the whole window, and a uniform reservoir
+sample of at most ``sample_rows`` rows goes into the Evidently report.
+
+Pure: no database, no registry; ``monitoring.job`` brings the rows and the reference.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ import time
 import uuid
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import sqlalchemy as sa
+from scipy.spatial import distance
 
-from monitoring.prediction_log import PredictionStore, predictions
+from core.store import TrafficWindow
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +78,6 @@ class DriftPolicy:
     null_rounds: int = 100
 
 
-@dataclass(frozen=True)
-class TrafficWindow:
-    """Which logged rows a run looks at: the last ``rows`` of ``model_version``, or a time range."""
-
-    model_version: str
-    rows: int | None = 1000
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def describe(self) -> dict:
-        kind = "time_range" if self.since or self.until else "last_rows"
-        return {
-            "kind": kind,
-            "model_version": self.model_version,
-            "rows_requested": self.rows if kind == "last_rows" else None,
-            "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
-        }
-
-
 @dataclass
 class WindowSample:
     """What one streaming pass over a window keeps: exact counts and a bounded sample."""
@@ -110,60 +95,37 @@ class WindowSample:
         return len(self.sample) < self.total_rows
 
 
-def read_window(
-    store: PredictionStore,
-    window: TrafficWindow,
-    sample_rows: int,
-    chunk_rows: int = 5000,
-    seed: int = 0,
-    sample_bytes: int = 100_000_000,
-) -> WindowSample:
-    """Stream the window from the store, keeping exact counts and a reservoir sample.
+def sample_text_chars(policy: DriftPolicy, chunk_rows: int = 5000) -> int:
+    """How much of each text to read: the sample and one chunk in flight stay under
+    ``policy.sample_bytes``, so a window of very long texts cannot exhaust memory."""
+    return max(64, policy.sample_bytes // (policy.sample_rows + chunk_rows))
 
-    Bounded in bytes as well as rows: each text is cut (in the database, before it is sent) to
-    its share of ``sample_bytes``, so a window of very long texts cannot exhaust memory.
-    """
-    max_chars = max(64, sample_bytes // (sample_rows + chunk_rows))  # the sample + one chunk in flight
-    query = sa.select(
-        predictions.c.created_at,
-        sa.func.substr(predictions.c.text, 1, max_chars).label("text"),
-        predictions.c.emotion,
-        predictions.c.confidence,
-        predictions.c.feedback_label,
-    ).where(predictions.c.model_version == window.model_version)
-    if window.since:
-        query = query.where(predictions.c.created_at >= window.since)
-    if window.until:
-        query = query.where(predictions.c.created_at < window.until)
-    query = query.order_by(predictions.c.created_at.desc())
-    if window.rows and not (window.since or window.until):
-        query = query.limit(window.rows)
 
+def sample_window(rows: Iterable[tuple], sample_rows: int, seed: int = 0) -> WindowSample:
+    """One pass over the window's rows (created_at, text, emotion, confidence, feedback_label),
+    newest first: exact counts and a uniform reservoir sample of at most ``sample_rows``."""
     rng = random.Random(seed)
     reservoir: list[tuple] = []
     emotion_counts: Counter = Counter()
     confusion: Counter = Counter()
     total = labelled = 0
     first_at = last_at = None
-    with store.engine.connect() as connection:
-        result = connection.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
-        for chunk in result.partitions(chunk_rows):
-            for created_at, text, emotion, confidence, feedback_label in chunk:
-                total += 1
-                emotion_counts[emotion] += 1
-                if feedback_label is not None:
-                    labelled += 1
-                    confusion[(feedback_label, emotion)] += 1
-                last_at = last_at or created_at  # newest first
-                first_at = created_at
-                row = (text, emotion, float(confidence))
-                # Algorithm R: every row of the window ends up in the sample with equal chance.
-                if len(reservoir) < sample_rows:
-                    reservoir.append(row)
-                else:
-                    slot = rng.randrange(total)
-                    if slot < sample_rows:
-                        reservoir[slot] = row
+    for created_at, text, emotion, confidence, feedback_label in rows:
+        total += 1
+        emotion_counts[emotion] += 1
+        if feedback_label is not None:
+            labelled += 1
+            confusion[(feedback_label, emotion)] += 1
+        last_at = last_at or created_at  # newest first
+        first_at = created_at
+        row = (text, emotion, float(confidence))
+        # Algorithm R: every row of the window ends up in the sample with equal chance.
+        if len(reservoir) < sample_rows:
+            reservoir.append(row)
+        else:
+            slot = rng.randrange(total)
+            if slot < sample_rows:
+                reservoir[slot] = row
     sample = pd.DataFrame(reservoir, columns=[TEXT, EMOTION, CONFIDENCE])
     return WindowSample(sample, total, labelled, emotion_counts, confusion, first_at, last_at)
 
@@ -283,22 +245,32 @@ def _column_rule(column: str, policy: DriftPolicy) -> tuple[str, float]:
     return DISTANCE_METHOD, policy.distance_threshold
 
 
+def js_distance(reference: pd.Series, current: pd.Series, categorical: bool) -> float:
+    """The Jensen-Shannon distance Evidently's ``jensenshannon`` method reports (natural log):
+    a numerical column with over 20 distinct reference values on shared Sturges bins, any other
+    on the share of each value."""
+    if not categorical and reference.nunique() > 20:
+        bins = np.histogram_bin_edges(
+            np.concatenate([reference.to_numpy(), current.to_numpy()]), bins="sturges"
+        )
+        expected = np.histogram(reference, bins)[0] / len(reference)
+        observed = np.histogram(current, bins)[0] / len(current)
+    else:
+        keys = sorted(set(reference.dropna().unique()) | set(current.dropna().unique()), key=str)
+        expected = reference.value_counts().reindex(keys, fill_value=0).to_numpy() / len(reference)
+        observed = current.value_counts().reindex(keys, fill_value=0).to_numpy() / len(current)
+    return float(distance.jensenshannon(expected, observed))
+
+
 def null_thresholds(reference: pd.DataFrame, window_rows: int, policy: DriftPolicy) -> dict[str, float]:
     """Per distance column: the larger of the policy's threshold and the ``null_quantile`` of the
     distance between the reference and same-size bootstrap windows drawn from it (no drift)."""
-    import numpy as np
-    from evidently.legacy.calculations.stattests import jensenshannon_stat_test
-    from evidently.legacy.core import ColumnType
-
     rng = np.random.default_rng(0)
     thresholds = {}
     for column in (*DESCRIPTOR_COLUMNS, EMOTION, CONFIDENCE):
-        kind = ColumnType.Categorical if column == EMOTION else ColumnType.Numerical
         values = reference[column].reset_index(drop=True)
         scores = [
-            jensenshannon_stat_test(
-                values, values.iloc[rng.integers(0, len(values), window_rows)], kind, None
-            ).drift_score
+            js_distance(values, values.iloc[rng.integers(0, len(values), window_rows)], column == EMOTION)
             for _ in range(policy.null_rounds)
         ]
         chance = float(np.nan_to_num(np.quantile(scores, policy.null_quantile)))
@@ -380,7 +352,7 @@ def share(counts: Counter | pd.Series) -> dict[str, float]:
 
 
 def analyse(
-    store: PredictionStore,
+    rows: Iterable[tuple],
     window: TrafficWindow,
     reference: pd.DataFrame,
     labels: tuple[str, ...],
@@ -388,11 +360,12 @@ def analyse(
     policy: DriftPolicy,
     output_dir: Path,
 ) -> DriftResult:
-    """One drift run: read the window, decide, write the HTML report(s) and the JSON summary."""
+    """One drift run over ``rows`` (the window's, from ``PredictionStore.stream_window``): decide,
+    write the HTML report(s) and the JSON summary."""
     started = time.perf_counter()
     created_at = datetime.now(UTC)
     report_id = f"{created_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    window_data = read_window(store, window, policy.sample_rows, sample_bytes=policy.sample_bytes)
+    window_data = sample_window(rows, policy.sample_rows)
     result = DriftResult(
         report_id=report_id,
         created_at=created_at,

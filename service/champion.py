@@ -11,10 +11,10 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from emotion_ops.predictor import EmotionPredictor
-from emotion_ops.registry import RegistryError, connect, download_version, version_by_alias
-from emotion_ops.runtime import load_predictor
-from emotion_ops.settings import Settings
+from core.inference.predictor import EmotionPredictor, Prediction
+from core.inference.runtime import load_predictor
+from core.registry import RegistryError, connect, download_version, version_by_alias
+from core.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,11 @@ class ServedModel:
     runtime: str = "torch"
     test_metrics: dict = field(default_factory=dict)
     predictor: EmotionPredictor | None = field(default=None, compare=False, repr=False)
+
+    def predict(self, texts: list[str]) -> list[tuple[ServedModel, Prediction]]:
+        """One forward over ``texts``; each result carries the model that made it, so a swap
+        while a batch runs never mislabels one."""
+        return [(self, prediction) for prediction in self.predictor.predict(texts)]
 
     def describe(self) -> dict:
         return {
@@ -49,7 +54,7 @@ class ServedModel:
 class ChampionHolder:
     """Holds the model behind ``settings.model_alias`` and keeps it current."""
 
-    def __init__(self, settings: Settings, on_swap=None):
+    def __init__(self, settings: ServiceSettings, on_swap=None):
         self.settings = settings
         self.client = connect(settings)
         self.on_swap = on_swap or (lambda old, new: None)

@@ -73,3 +73,34 @@ LOG_SPOOL_LIMIT = Gauge(
 BATCHER_SHED = Counter(
     "emotion_shed_texts_total", "Texts refused with 503 because the model's queue was full."
 )
+
+
+def count_prediction(prediction) -> None:
+    """One answered text (an ``EmotionPrediction``) in the model metrics."""
+    version = prediction.model_version
+    PREDICTIONS.labels(prediction.emotion, version).inc()
+    CONFIDENCE.labels(version).observe(prediction.confidence)
+    INPUT_TOKENS.observe(prediction.tokens)
+    if prediction.truncated:
+        TRUNCATED.labels(version).inc()
+    if prediction.uncertain:
+        UNCERTAIN.labels(version).inc()
+
+
+def export_model_info(old, new) -> None:
+    """``ChampionHolder``'s swap hook: the served version's info series to 1, the old one's to 0."""
+    if old is not None:
+        MODEL_INFO.labels(old.name, old.version, old.alias, old.base_model, str(old.quantized)).set(0)
+    MODEL_INFO.labels(new.name, new.version, new.alias, new.base_model, str(new.quantized)).set(1)
+
+
+def log_writer_callbacks() -> dict:
+    """The prediction log writer's hooks, wired to the metrics above."""
+    return {
+        "on_write_failure": LOG_WRITE_FAILURES.inc,
+        "on_depth": LOG_QUEUE_DEPTH.set,
+        "on_dropped": LOG_DROPPED.inc,
+        "on_rejected": LOG_REJECTED.inc,
+        "on_spool_bytes": LOG_SPOOL_BYTES.set,
+        "on_error": LOG_WRITER_ERRORS.inc,
+    }

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated var/ and MLflow registry per test, tiny data and a tiny model."""
+"""Shared fixtures: an isolated var/ and MLflow registry per test, tiny data and a tiny model, a
+registry with a tiny champion, a real Pushgateway."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import TrainingSettings
 from tests.utils.binaries import running_pushgateway
-from tests.utils.factories import make_tiny_base_model, write_tiny_dataset
+from tests.utils.factories import TINY_TRAINING, make_tiny_base_model, write_tiny_dataset
+from training.pipeline import train_and_register
+from training.promote import promote
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -50,3 +54,15 @@ def pushgateway_url(tmp_path_factory: pytest.TempPathFactory):
     """A real Pushgateway (Debian's prometheus-pushgateway) on a free loopback port."""
     with running_pushgateway(tmp_path_factory.mktemp("pushgateway")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, tiny_base_model, tiny_data) -> Path:
+    """A var/ dir whose registry has version 1 of the tiny model as champion."""
+    var_dir = tmp_path_factory.mktemp("registry") / "var"
+    settings = TrainingSettings(var_dir=var_dir, promotion_floor=0.0)
+    train_and_register(
+        settings, TINY_TRAINING, str(tiny_data), str(tiny_base_model), with_baseline=False, progress=False
+    )
+    assert promote(settings, str(tiny_data)).decision.passed
+    return var_dir

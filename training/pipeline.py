@@ -12,16 +12,16 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from emotion_ops.model_artifact import (
+from core.artifact import (
     MODEL_CARD,
     MODEL_DIR,
     REFERENCE,
     EmotionClassifierPyfunc,
     predictions_frame,
 )
-from emotion_ops.predictor import EmotionPredictor
-from emotion_ops.registry import CHALLENGER, connect, ensure_experiment
-from emotion_ops.settings import Settings
+from core.inference.predictor import EmotionPredictor
+from core.registry import CHALLENGER, connect, ensure_experiment
+from core.settings import TrainingSettings
 from training.base_model import BaseModel, resolve_base_model
 from training.baseline import BASELINE_PARAMS, train_baseline
 from training.data import EmotionDataset, load_emotion_dataset
@@ -43,7 +43,7 @@ class TrainingOutcome:
 
 
 def train_and_register(
-    settings: Settings,
+    settings: TrainingSettings,
     config: TrainingConfig,
     data_source: str | None = None,
     base_model_spec: str | None = None,
@@ -155,7 +155,7 @@ def _log_evaluation(evaluation: Evaluation, scratch: Path, title: str) -> None:
 
 
 def _log_and_register(
-    settings: Settings,
+    settings: TrainingSettings,
     predictor: EmotionPredictor,
     dataset: EmotionDataset,
     config: TrainingConfig,

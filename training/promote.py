@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 
-from emotion_ops.model_artifact import ModelBundle
-from emotion_ops.registry import (
+from core.artifact import ModelBundle
+from core.registry import (
     CHALLENGER,
     CHAMPION,
     RegistryError,
@@ -20,7 +20,7 @@ from emotion_ops.registry import (
     download_version,
     version_by_alias,
 )
-from emotion_ops.settings import Settings
+from core.settings import TrainingSettings
 from training.data import EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation, evaluate
 
@@ -78,7 +78,7 @@ def evaluate_bundle(bundle: ModelBundle, dataset: EmotionDataset, split: str = "
 
 
 def promote(
-    settings: Settings,
+    settings: TrainingSettings,
     data_source: str | None = None,
     tolerance: float | None = None,
     floor: float | None = None,
@@ -168,7 +168,7 @@ def _combined(decisions: dict[str, GateDecision]) -> GateDecision:
     return GateDecision(passed, "; ".join(parts))
 
 
-def rollback(settings: Settings) -> tuple[str, str]:
+def rollback(settings: TrainingSettings) -> tuple[str, str]:
     """Move ``champion`` back to the version it replaced; returns (from, to)."""
     client = connect(settings)
     name = settings.model_name
@@ -195,7 +195,7 @@ def rollback(settings: Settings) -> tuple[str, str]:
     return str(champion.version), previous
 
 
-def list_versions(settings: Settings) -> list[dict[str, str]]:
+def list_versions(settings: TrainingSettings) -> list[dict[str, str]]:
     """One row per registered version, newest first, with aliases and test metrics."""
     client = connect(settings)
     versions = client.search_model_versions(f"name='{settings.model_name}'")

@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from emotion_ops.predictor import EmotionPredictor, pad_batch
+from core.inference.predictor import EmotionPredictor, pad_batch
 from training.data import EmotionDataset
 from training.evaluate import evaluate
 

@@ -42,7 +42,7 @@ API_KEY = "rehearsal-key-0123456789"
 
 
 # What deploy/Dockerfile copies into its wheel stage, and nothing else.
-IMAGE_SOURCES = ("pyproject.toml", "README.md", "emotion_ops", "training", "service", "monitoring")
+IMAGE_SOURCES = ("pyproject.toml", "README.md", "core", "training", "monitoring", "service", "emotion_ops")
 
 
 def install_wheel(folder: Path) -> Path:
@@ -100,7 +100,7 @@ def test_the_image_runs_only_installed_code_with_its_package_data(image_bin, tmp
         [
             str(image_bin / "python"),
             "-c",
-            "import service, emotion_ops, monitoring, training, service.service as s; "
+            "import core, service, emotion_ops, monitoring, training, service.service as s; "
             "print(service.__file__); print(len(s.UI_PAGE), len(s.DOCS_PAGE))",
         ],
         capture_output=True,

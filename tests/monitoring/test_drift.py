@@ -19,19 +19,22 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import accuracy_score, f1_score
 
+from core.store import ReportIndex, Store, TrafficWindow
+from core.store.reports import STATUS_ACKNOWLEDGED
+from core.store.rows import prediction_row
 from monitoring.drift import (
+    EMOTION,
     VERDICT_DRIFT,
     VERDICT_NO_DRIFT,
     VERDICT_NOT_ENOUGH_DATA,
     DriftPolicy,
-    TrafficWindow,
     analyse,
     classification_scores,
-    read_window,
+    js_distance,
+    sample_text_chars,
+    sample_window,
 )
-from monitoring.prediction_log import PredictionStore
 from monitoring.push import push_drift_metrics
-from monitoring.reports import STATUS_ACKNOWLEDGED, ReportIndex
 from tests.conftest import SHARED_DATA
 from training.baseline import train_baseline
 from training.data import load_emotion_dataset
@@ -75,25 +78,27 @@ def traffic(emotion_data_dir, tmp_path_factory):
         "unshifted-200": predicted(test["text"].tolist()[-200:], [None] * 200),
         "anger-fear-200": predicted(angry_or_afraid["text"].tolist()[:200], [None] * 200),
     }
-    store = PredictionStore.from_url(f"sqlite:///{tmp_path_factory.mktemp('log') / 'predictions.db'}")
+    store = Store.connect(f"sqlite:///{tmp_path_factory.mktemp('log') / 'predictions.db'}").predictions
     store.create_schema()
     start = datetime.now(UTC) - timedelta(hours=1)
     for version, frame in windows.items():
         store.insert_many(
             [
                 {
-                    "id": str(uuid.uuid4()),
-                    "created_at": start + timedelta(seconds=index),
-                    "model_name": MODEL,
-                    "model_version": version,
-                    "text": row.text,
-                    "emotion": row.emotion,
-                    "confidence": float(row.confidence),
-                    "probabilities": {},
-                    "latency_ms": 10.0,
-                    "truncated": False,
-                    "tokens": 10,
-                    "uncertain": False,
+                    **prediction_row(
+                        request_id=str(uuid.uuid4()),
+                        created_at=start + timedelta(seconds=index),
+                        model_name=MODEL,
+                        model_version=version,
+                        text=row.text,
+                        emotion=row.emotion,
+                        confidence=float(row.confidence),
+                        probabilities={},
+                        latency_ms=10.0,
+                        truncated=False,
+                        tokens=10,
+                        uncertain=False,
+                    ),
                     # Feedback on every third unshifted row: the live-quality part of the report.
                     "feedback_label": row.label if index % 3 == 0 else None,
                 }
@@ -109,7 +114,15 @@ def results(traffic, tmp_path_factory):
     output = tmp_path_factory.mktemp("reports")
     policy = DriftPolicy(min_rows=100)
     return {
-        version: analyse(store, TrafficWindow(version, rows=1000), reference, labels, MODEL, policy, output)
+        version: analyse(
+            store.stream_window(TrafficWindow(version, rows=1000), max_chars=sample_text_chars(policy)),
+            TrafficWindow(version, rows=1000),
+            reference,
+            labels,
+            MODEL,
+            policy,
+            output,
+        )
         for version in ("unshifted", "anger-fear", "reddit", "small", "unshifted-200", "anger-fear-200")
     }
 
@@ -197,7 +210,9 @@ def test_feedback_labels_give_live_quality_against_the_reference(results, traffi
     store, _, _ = traffic
     quality = results["unshifted"].quality
     assert quality["labelled_rows"] == 167  # every third of 500 rows
-    window = read_window(store, TrafficWindow("unshifted", rows=1000), sample_rows=10_000)
+    window = sample_window(
+        store.stream_window(TrafficWindow("unshifted", rows=1000), max_chars=1000), sample_rows=10_000
+    )
     pairs = [pair for pair, count in window.confusion.items() for _ in range(count)]
     truth, predicted = zip(*pairs, strict=True)
     assert quality["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
@@ -208,7 +223,10 @@ def test_feedback_labels_give_live_quality_against_the_reference(results, traffi
 
 def test_large_windows_are_sampled_but_counted_exactly(traffic):
     store, _, _ = traffic
-    window = read_window(store, TrafficWindow("unshifted", rows=1000), sample_rows=100, chunk_rows=64)
+    window = sample_window(
+        store.stream_window(TrafficWindow("unshifted", rows=1000), max_chars=1000, chunk_rows=64),
+        sample_rows=100,
+    )
     assert window.total_rows == 500 and len(window.sample) == 100 and window.sampled
     assert sum(window.emotion_counts.values()) == 500
     assert window.labelled_rows == 167
@@ -216,9 +234,14 @@ def test_large_windows_are_sampled_but_counted_exactly(traffic):
 
 def test_a_time_range_window(traffic):
     store, _, _ = traffic
-    newest = read_window(store, TrafficWindow("unshifted", rows=None), sample_rows=1000)
+    newest = sample_window(
+        store.stream_window(TrafficWindow("unshifted", rows=None), max_chars=1000), sample_rows=1000
+    )
     since = newest.last_at - timedelta(seconds=99.5)  # the last 100 rows, one second apart
-    window = read_window(store, TrafficWindow("unshifted", rows=None, since=since), sample_rows=1000)
+    window = sample_window(
+        store.stream_window(TrafficWindow("unshifted", rows=None, since=since), max_chars=1000),
+        sample_rows=1000,
+    )
     assert window.total_rows == 100
 
 
@@ -276,7 +299,6 @@ def test_figures_arrive_in_a_real_pushgateway(results, pushgateway_url):
 def test_report_index_lists_shows_and_acknowledges(results, traffic):
     store, _, _ = traffic
     index = ReportIndex(store.engine)
-    index.create_schema()
     for result in results.values():
         index.add(result.summary())
     listed = index.list(limit=10)
@@ -285,3 +307,31 @@ def test_report_index_lists_shows_and_acknowledges(results, traffic):
     report = index.acknowledge(results["anger-fear"].report_id, by="reviewer", note="expected: campaign")
     assert report["status"] == STATUS_ACKNOWLEDGED and report["note"] == "expected: campaign"
     assert index.get(results["anger-fear"].report_id)["summary"]["verdict"] == "drift"
+
+
+def test_null_thresholds_use_the_distance_evidently_reports(results, traffic):
+    """The bootstrap thresholds are computed with our own Jensen-Shannon (SciPy); it must be the
+    distance the Evidently report scores the same column with."""
+    store, reference, _ = traffic
+    window = sample_window(
+        store.stream_window(TrafficWindow("anger-fear", rows=1000), max_chars=1000), sample_rows=10_000
+    )
+    scores = {column.column: column.score for column in results["anger-fear"].columns}
+    assert js_distance(reference[EMOTION], window.sample[EMOTION], categorical=True) == pytest.approx(
+        scores["emotion"], abs=1e-9
+    )
+    assert js_distance(reference["confidence"], window.sample["confidence"], categorical=False) == (
+        pytest.approx(scores["confidence"], abs=1e-9)
+    )
+
+
+def test_the_drift_sample_is_bounded_in_bytes_as_well_as_rows():
+    policy = DriftPolicy(sample_rows=40, sample_bytes=100_000)
+    # Each text is cut in the database to its share of the bound: 100,000 / (40 + 10) characters.
+    max_chars = sample_text_chars(policy, chunk_rows=10)
+    assert max_chars == 2_000
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [(start - timedelta(seconds=n), "x" * max_chars, "joy", 0.9, None) for n in range(50)]
+    sample = sample_window(rows, policy.sample_rows)
+    assert sample.total_rows == 50 and len(sample.sample) == 40
+    assert sample.sample["text"].str.len().sum() <= policy.sample_bytes

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.service.conftest import HEADERS
+from tests.utils.server import HEADERS
 
 LABELS = ["anger", "fear", "joy", "love", "sadness", "surprise"]
 UNSEEN_ID = "00000000-0000-4000-8000-000000000000"

@@ -10,16 +10,16 @@ import sys
 import numpy as np
 from mlflow import MlflowClient
 
-from emotion_ops.settings import Settings
+from core.settings import ServiceSettings, TrainingSettings
 from service.champion import ChampionHolder
-from tests.service.conftest import TINY_TRAINING
+from tests.utils.factories import TINY_TRAINING
 from training.pipeline import train_and_register
 
 TEXTS = ["i feel so happy", "i am furious and mad", "i am scared", "i love and adore you"]
 
 
 def test_holder_serves_the_alias_and_swaps_on_refresh(registry, tiny_base_model, tiny_data):
-    settings = Settings(var_dir=registry)
+    settings = ServiceSettings(var_dir=registry)
     swaps = []
     holder = ChampionHolder(
         settings, on_swap=lambda old, new: swaps.append((old and old.version, new.version))
@@ -29,7 +29,12 @@ def test_holder_serves_the_alias_and_swaps_on_refresh(registry, tiny_base_model,
     assert holder.refresh() is False  # alias unchanged: nothing reloaded
 
     outcome = train_and_register(
-        settings, TINY_TRAINING, str(tiny_data), str(tiny_base_model), with_baseline=False, progress=False
+        TrainingSettings(var_dir=registry),
+        TINY_TRAINING,
+        str(tiny_data),
+        str(tiny_base_model),
+        with_baseline=False,
+        progress=False,
     )
     MlflowClient(settings.tracking_uri).set_registered_model_alias(
         settings.model_name, "champion", outcome.model_version
@@ -42,8 +47,8 @@ def test_holder_serves_the_alias_and_swaps_on_refresh(registry, tiny_base_model,
 
 
 def test_int8_model_keeps_the_predictions(registry):
-    fp32 = ChampionHolder(Settings(var_dir=registry, runtime="torch", quantize=False)).current
-    int8 = ChampionHolder(Settings(var_dir=registry, runtime="torch", quantize=True)).current
+    fp32 = ChampionHolder(ServiceSettings(var_dir=registry, runtime="torch", quantize=False)).current
+    int8 = ChampionHolder(ServiceSettings(var_dir=registry, runtime="torch", quantize=True)).current
     assert int8.quantized and int8.describe()["quantized"] is True
     full = fp32.predictor.predict_proba(TEXTS)
     quantized = int8.predictor.predict_proba(TEXTS)
@@ -56,8 +61,8 @@ MIXED = [*TEXTS, "i feel so very happy and glad and cheerful today and i really 
 
 
 def test_onnx_runtime_gives_the_torch_probabilities(registry):
-    torch_model = ChampionHolder(Settings(var_dir=registry, runtime="torch", quantize=False)).current
-    onnx_model = ChampionHolder(Settings(var_dir=registry, runtime="onnx", quantize=False)).current
+    torch_model = ChampionHolder(ServiceSettings(var_dir=registry, runtime="torch", quantize=False)).current
+    onnx_model = ChampionHolder(ServiceSettings(var_dir=registry, runtime="onnx", quantize=False)).current
     assert onnx_model.describe()["runtime"] == "onnx" and torch_model.describe()["runtime"] == "torch"
     expected = torch_model.predictor.predict_proba(MIXED)
     assert np.allclose(onnx_model.predictor.predict_proba(MIXED), expected, atol=1e-5)
@@ -65,14 +70,14 @@ def test_onnx_runtime_gives_the_torch_probabilities(registry):
     one_by_one = np.vstack([onnx_model.predictor.predict_proba([text]) for text in MIXED])
     assert np.allclose(one_by_one, expected, atol=1e-5)
 
-    int8 = ChampionHolder(Settings(var_dir=registry, runtime="onnx", quantize=True)).current
+    int8 = ChampionHolder(ServiceSettings(var_dir=registry, runtime="onnx", quantize=True)).current
     quantized = int8.predictor.predict_proba(MIXED)
     assert np.allclose(quantized.sum(axis=1), 1.0, atol=1e-5)
     assert (quantized.argmax(axis=1) == expected.argmax(axis=1)).all()
 
 
 def test_onnx_export_happens_once_per_version(registry):
-    settings = Settings(var_dir=registry, runtime="onnx", quantize=False)
+    settings = ServiceSettings(var_dir=registry, runtime="onnx", quantize=False)
     exported = ChampionHolder(settings).current.predictor.model.path
     assert exported.is_file() and exported.parent.name == "onnx"
     first_write = exported.stat().st_mtime_ns
@@ -83,10 +88,10 @@ def test_onnx_export_happens_once_per_version(registry):
 # Run in a fresh interpreter: torch's thread pool, once started by any test, stays for good.
 THREADS_AROUND_PREDICT = """
 import os, sys, torch
-from emotion_ops.settings import Settings
+from core.settings import ServiceSettings
 from service.champion import ChampionHolder
 torch.set_num_threads(2)  # what torch picks on any multi-core machine
-predictor = ChampionHolder(Settings(var_dir=sys.argv[1], runtime="onnx", threads=1)).current.predictor
+predictor = ChampionHolder(ServiceSettings(var_dir=sys.argv[1], runtime="onnx", threads=1)).current.predictor
 before = len(os.listdir("/proc/self/task"))
 for _ in range(3):
     predictor.predict(sys.argv[2:])
@@ -97,7 +102,9 @@ print(before, len(os.listdir("/proc/self/task")))
 def test_onnx_inference_starts_no_torch_threads(registry):
     """On ONNX Runtime torch only pads and converts: an op that starts its OpenMP pool leaves
     threads spinning after every forward, which cost the server a fifth of its CPU."""
-    ChampionHolder(Settings(var_dir=registry, runtime="onnx", threads=1))  # export here, not in the child
+    ChampionHolder(
+        ServiceSettings(var_dir=registry, runtime="onnx", threads=1)
+    )  # export here, not in the child
     result = subprocess.run(
         [sys.executable, "-c", THREADS_AROUND_PREDICT, str(registry), *MIXED],
         capture_output=True,
@@ -116,9 +123,9 @@ def test_workers_on_a_cold_cache_download_once_and_a_cut_copy_is_fetched_again(r
     shutil.copytree(registry, cold, ignore=shutil.ignore_patterns("model-cache", "bentoml"))
     code = (
         "import sys\n"
-        "from emotion_ops.settings import Settings\n"
-        "from emotion_ops.registry import connect, load_bundle\n"
-        "settings = Settings(var_dir=sys.argv[1])\n"
+        "from core.settings import ServiceSettings\n"
+        "from core.registry import connect, load_bundle\n"
+        "settings = ServiceSettings(var_dir=sys.argv[1])\n"
         "bundle = load_bundle(connect(settings), settings)\n"
         "print(sorted(p.name for p in bundle.local_dir.rglob('*') if p.is_file()))\n"
     )
@@ -138,6 +145,6 @@ def test_workers_on_a_cold_cache_download_once_and_a_cut_copy_is_fetched_again(r
     for path in sorted((cache / version).rglob("*"), reverse=True):
         if path.name != "MLmodel":
             path.unlink() if path.is_file() else path.rmdir()
-    settings = Settings(var_dir=cold)
+    settings = ServiceSettings(var_dir=cold)
     holder = ChampionHolder(settings)
     assert [p.emotion for p in holder.current.predictor.predict(TEXTS)] == ["joy", "anger", "fear", "love"]

@@ -14,10 +14,9 @@ import pytest
 import yaml
 
 from tests.deploy.test_prometheus_and_grafana_config import GRAFANA, PROMETHEUS, run, tool
-from tests.service.conftest import HEADERS, service_env
 from tests.utils.binaries import running_prometheus
 from tests.utils.cli import cli
-from tests.utils.server import running_service
+from tests.utils.server import HEADERS, running_service, service_env
 
 TEXTS = ["i feel so happy and glad", "i am afraid and nervous", "the it and", "i am so mad", "i love it"]
 

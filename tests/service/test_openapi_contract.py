@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import API_KEY
+from tests.utils.server import API_KEY
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 

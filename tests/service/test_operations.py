@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from emotion_ops.settings import Settings
-from tests.service.conftest import HEADERS, TINY_TRAINING, service_env
-from tests.utils.server import running_service, service_process
+from core.settings import TrainingSettings
+from tests.utils.factories import TINY_TRAINING
+from tests.utils.server import HEADERS, running_service, service_env, service_process
 from training.pipeline import train_and_register
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -71,7 +71,7 @@ def _wait_for(condition, timeout: float, interval: float = 0.2) -> bool:
 
 
 def test_alias_flip_under_traffic_fails_no_request(service_url, registry, tiny_base_model, tiny_data):
-    settings = Settings(var_dir=registry)
+    settings = TrainingSettings(var_dir=registry)
     outcome = train_and_register(
         settings, TINY_TRAINING, str(tiny_data), str(tiny_base_model), with_baseline=False, progress=False
     )

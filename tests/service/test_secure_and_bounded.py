@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.service.conftest import HEADERS, service_env
 from tests.utils.cli import cli
-from tests.utils.server import running_service
+from tests.utils.server import HEADERS, running_service, service_env
 
 
 def _predicted(url: str, headers: dict | None = None) -> float:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.service.conftest import API_KEY
+from tests.utils.server import API_KEY
 
 
 @pytest.fixture

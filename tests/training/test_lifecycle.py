@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from emotion_ops.registry import CHALLENGER, CHAMPION
+from core.registry import CHALLENGER, CHAMPION
 from tests.utils.cli import cli, registry_client
 
 MODEL = "emotion-classifier"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from core.settings import CoreSettings
 from emotion_ops.cli import app
-from emotion_ops.settings import Settings
 
 
 def cli(*args: str):
@@ -17,5 +17,5 @@ def cli(*args: str):
 
 
 def registry_client() -> MlflowClient:
-    settings = Settings()
+    settings = CoreSettings()
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)

@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from training.train import TrainingConfig
+
+# max_length stays under the tiny model's 64 positions; long texts get truncated.
+TINY_TRAINING = TrainingConfig(
+    epochs=15, learning_rate=1e-2, batch_size=16, patience=100, seed=1, max_length=32
+)
+
 # Each emotion gets its own cue words, so a two-layer model learns the task in a few dozen steps.
 CUE_WORDS = {
     "sadness": ["sad", "lonely", "gloomy"],

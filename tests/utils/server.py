@@ -12,6 +12,23 @@ from emotion_ops.processes import bentoml_ready, free_port, running_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# Feedback needs a key (labels train models), so the test services run with one, as
+# production does.
+API_KEY = "test-key-0123456789"
+HEADERS = {"x-api-key": API_KEY}
+
+
+def service_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    # One worker: each worker re-resolves the alias on its own clock, and the swap tests check
+    # that no request after the swap gets the old model, which holds per worker.
+    return {
+        "EMOTION_VAR_DIR": str(var_dir),
+        "EMOTION_REFRESH_SECONDS": "1",
+        "EMOTION_WORKERS": "1",
+        "EMOTION_API_KEY": API_KEY,
+        **extra,
+    }
+
 
 @contextmanager
 def running_service(env: dict[str, str], log_path: Path, timeout: float = 180.0, **options):

@@ -1,4 +1,4 @@
-"""The report index: one row per drift run, kept in the prediction log's store.
+"""The report index: one row per drift run, in the store beside the prediction log.
 
 It lives beside the ``predictions`` table so that the service (which links the latest report),
 the monitor job and a reviewer's CLI all see the same index, whether that store is the embedded
@@ -14,36 +14,31 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.store.schema import drift_reports
+
 STATUS_OPEN = "open"
 STATUS_ACKNOWLEDGED = "acknowledged"
 STATUS_RETRAIN_TRIGGERED = "retrain-triggered"
 STATUSES = (STATUS_OPEN, STATUS_ACKNOWLEDGED, STATUS_RETRAIN_TRIGGERED)
 
-metadata = sa.MetaData()
-drift_reports = sa.Table(
-    "drift_reports",
-    metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("model_name", sa.String(200), nullable=False),
-    sa.Column("model_version", sa.String(50), nullable=False),
-    sa.Column("verdict", sa.String(32), nullable=False),
-    sa.Column("dataset_drift", sa.Boolean, nullable=True),
-    sa.Column("drifted_share", sa.Float, nullable=True),
-    sa.Column("window_rows", sa.Integer, nullable=False),
-    sa.Column("labelled_rows", sa.Integer, nullable=False),
-    sa.Column("live_accuracy", sa.Float, nullable=True),
-    sa.Column("status", sa.String(32), nullable=False, index=True),
-    sa.Column("decision", sa.String(32), nullable=True),  # retrain | hold
-    sa.Column("decision_reason", sa.Text, nullable=True),
-    sa.Column("action", sa.Text, nullable=True),  # what the trigger did, and how it ended
-    sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("acked_by", sa.String(200), nullable=True),
-    sa.Column("acked_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("note", sa.Text, nullable=True),
-    sa.Column("html_path", sa.Text, nullable=True),
-    sa.Column("summary", sa.JSON, nullable=False),
+# The one list of a report's columns that the service's /reports and the CLI's table show.
+LISTED_FIELDS = (
+    "id",
+    "created_at",
+    "model_version",
+    "verdict",
+    "drifted_share",
+    "window_rows",
+    "labelled_rows",
+    "live_accuracy",
+    "status",
+    "decision",
+    "decision_reason",
+    "action",
 )
+# What the trigger decided and did, and what a reviewer said.
+DECISION_FIELDS = ("status", "decision", "decision_reason", "action")
+REVIEW_FIELDS = (*DECISION_FIELDS, "triggered_at", "acked_by", "acked_at", "note")
 
 
 class ReportNotFound(LookupError):
@@ -53,9 +48,6 @@ class ReportNotFound(LookupError):
 @dataclass
 class ReportIndex:
     engine: Engine
-
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
 
     def add(self, summary: dict) -> None:
         quality = summary.get("quality") or {}
@@ -91,6 +83,15 @@ class ReportIndex:
             query = query.where(drift_reports.c.status == status)
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+    def find(self, report_id: str) -> dict | None:
+        """A report by id, or the newest for ``latest``; None when there is none."""
+        if report_id == "latest":
+            return self.latest()
+        try:
+            return self.get(report_id)
+        except ReportNotFound:
+            return None
 
     def latest(self) -> dict | None:
         rows = self.list(limit=1)
@@ -131,6 +132,11 @@ class ReportIndex:
             ).rowcount
         if not updated:
             raise ReportNotFound(f"no drift report '{report_id}'")
+
+
+def listing(report: dict) -> dict:
+    """A report row as the service's /reports lists it."""
+    return {key: report[key] for key in LISTED_FIELDS}
 
 
 def _aware(value: datetime | None) -> datetime | None:

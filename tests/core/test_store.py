@@ -5,46 +5,42 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from monitoring.prediction_log import (
-    PredictionLogWriter,
-    PredictionStore,
-    redact,
-    spool_dir_for,
-    storable,
-)
+from core.store import PredictionStore, Store, TrafficWindow
+from core.store.rows import prediction_row, redact, storable
+from core.store.writer import PredictionLogWriter, spool_dir_for
 from tests.utils.postgres import fresh_postgres_database
 
 
 @pytest.fixture
 def postgres_store():
     with fresh_postgres_database() as url:
-        store = PredictionStore.from_url(url)
+        store = Store.connect(url).predictions
         store.create_schema()
         yield store
         store.engine.dispose()
 
 
 def _row(**overrides) -> dict:
-    row = {
-        "id": str(uuid.uuid4()),
-        "created_at": datetime.now(UTC),
-        "model_name": "emotion-classifier",
-        "model_version": "1",
-        "text": "i feel happy",
-        "emotion": "joy",
-        "confidence": 0.9,
-        "probabilities": {"joy": 0.9, "sadness": 0.1},
-        "latency_ms": 12.5,
-        "truncated": False,
-        "tokens": 5,
-        "uncertain": False,
-    }
+    row = prediction_row(
+        request_id=str(uuid.uuid4()),
+        created_at=datetime.now(UTC),
+        model_name="emotion-classifier",
+        model_version="1",
+        text="i feel happy",
+        emotion="joy",
+        confidence=0.9,
+        probabilities={"joy": 0.9, "sadness": 0.1},
+        latency_ms=12.5,
+        truncated=False,
+        tokens=5,
+        uncertain=False,
+    )
     return {**row, **overrides}
 
 
@@ -62,7 +58,7 @@ def test_spool_folders_are_per_store_and_hide_passwords(tmp_path):
 
 
 def test_store_ignores_duplicate_ids_and_records_feedback(tmp_path):
-    store = PredictionStore.from_url(f"sqlite:///{tmp_path / 'log.db'}")
+    store = Store.connect(f"sqlite:///{tmp_path / 'log.db'}").predictions
     store.create_schema()
     row = _row()
     store.insert_many([row])
@@ -106,7 +102,7 @@ def test_file_left_mid_replay_by_a_dead_process_is_replayed(tmp_path):
     first.submit([_row(), _row()])
     first.close()
     blocker.unlink()
-    store = PredictionStore.from_url(f"sqlite:///{tmp_path / 'log.db'}")
+    store = Store.connect(f"sqlite:///{tmp_path / 'log.db'}").predictions
     (orphan,) = spool.glob("*.jsonl")
     claimed = orphan.with_suffix(".replaying-deadbeef")  # what a crash mid-replay leaves
     orphan.rename(claimed)
@@ -123,7 +119,7 @@ def test_file_left_mid_replay_by_a_dead_process_is_replayed(tmp_path):
 
 
 def _sqlite_store(tmp_path) -> PredictionStore:
-    store = PredictionStore.from_url(f"sqlite:///{tmp_path / 'log.db'}")
+    store = Store.connect(f"sqlite:///{tmp_path / 'log.db'}").predictions
     store.create_schema()
     return store
 
@@ -141,7 +137,7 @@ def test_redaction_is_linear_on_long_tokens_and_still_finds_contacts():
     # Each of these took seconds to hours with the old patterns (every start position rescanned
     # the token); a child process with a deadline turns a regression into a failure, not a hang.
     code = (
-        "from monitoring.prediction_log import redact\n"
+        "from core.store.rows import redact\n"
         "for token in ('a' * 1_000_000, '1 ' * 500_000, 'a.' * 500_000, 'x@' * 300_000):\n"
         "    redact(token)\n"
     )
@@ -257,14 +253,17 @@ def test_a_label_for_a_row_not_logged_yet_waits_and_is_applied_when_it_arrives(t
         assert logged["emotion"] == "joy" and store.get(row["id"])["feedback_label"] == "anger"
 
 
-def test_the_drift_sample_is_bounded_in_bytes_as_well_as_rows(tmp_path):
-    from monitoring.drift import TrafficWindow, read_window
-
+def test_a_window_streams_newest_first_with_each_text_cut_in_the_database(tmp_path):
     store = _sqlite_store(tmp_path)
-    store.insert_many([_row(text="long " * 2_000) for _ in range(50)])  # 10,000 characters each
-    window = TrafficWindow(model_version="1", rows=None)
-    sample = read_window(store, window, sample_rows=40, chunk_rows=10, sample_bytes=100_000)
-    assert sample.total_rows == 50 and len(sample.sample) == 40
-    # Each text is cut in the database to its share of the bound: 100,000 / (40 + 10) characters.
-    assert sample.sample["text"].str.len().max() == 2_000
-    assert sample.sample["text"].str.len().sum() <= 100_000
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    store.insert_many(
+        [_row(text="long " * 2_000, created_at=start + timedelta(seconds=n)) for n in range(50)]
+    )
+    rows = list(
+        store.stream_window(TrafficWindow(model_version="1", rows=None), max_chars=2_000, chunk_rows=10)
+    )
+    assert len(rows) == 50 and {len(text) for _, text, *_ in rows} == {2_000}
+    times = [created_at for created_at, *_ in rows]
+    assert times == sorted(times, reverse=True)
+    last = list(store.stream_window(TrafficWindow(model_version="1", rows=5), max_chars=64))
+    assert len(last) == 5 and [row[0] for row in last] == times[:5]

@@ -17,13 +17,13 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from emotion_ops.registry import CHAMPION
-from emotion_ops.settings import Settings
-from monitoring.reports import STATUS_ACKNOWLEDGED, STATUS_RETRAIN_TRIGGERED, ReportIndex
-from tests.service.conftest import HEADERS, TINY_TRAINING, service_env
+from core.registry import CHAMPION
+from core.settings import CoreSettings
+from core.store import ReportIndex, Store
+from core.store.reports import STATUS_ACKNOWLEDGED, STATUS_RETRAIN_TRIGGERED
 from tests.utils.cli import cli, registry_client
-from tests.utils.factories import CUE_WORDS, FILLER_WORDS
-from tests.utils.server import running_service
+from tests.utils.factories import CUE_WORDS, FILLER_WORDS, TINY_TRAINING
+from tests.utils.server import HEADERS, running_service, service_env
 
 MODEL = "emotion-classifier"
 # A challenger this weak cannot clear a 0.5 macro-F1 floor.
@@ -118,7 +118,7 @@ def test_a_failing_gate_leaves_the_champion_untouched(env, service_url):
     assert "retrained version 2" in result.output and "refused by the gate" in result.output
     assert champion_version() == "1"
 
-    report = ReportIndex(_store_engine()).latest()
+    report = _reports().latest()
     assert report["status"] == STATUS_RETRAIN_TRIGGERED and report["decision"] == "retrain"
     assert "below the floor" in report["action"]
 
@@ -167,7 +167,7 @@ def test_without_auto_promotion_a_feedback_model_waits_as_challenger(env, servic
     assert "test split: pass" in output and "held-out feedback: pass" in output
     assert champion_version() == "3"
     assert str(registry_client().get_model_version_by_alias(MODEL, "challenger").version) == "4"
-    assert "emotion-ops promote" in ReportIndex(_store_engine()).latest()["action"]
+    assert "emotion-ops promote" in _reports().latest()["action"]
 
 
 def test_reviewers_list_show_and_acknowledge_reports(env, service_url):
@@ -181,7 +181,7 @@ def test_reviewers_list_show_and_acknowledge_reports(env, service_url):
     assert summary["verdict"] == "drift" and summary["review"]["decision"] == "retrain"
     assert "waits as challenger" in summary["review"]["action"]
 
-    index = ReportIndex(_store_engine())
+    index = _reports()
     empty_window = next(row for row in index.list(50) if row["verdict"] == "not_enough_data")
     acked = cli("reports", "ack", empty_window["id"], "--by", "reviewer", "--note", "no traffic yet")
     assert acked.exit_code == 0 and "acknowledged by reviewer" in acked.output
@@ -225,10 +225,8 @@ def test_webhook_mode_posts_the_decision_instead_of_retraining(env, service_url)
     assert payload["report"]["verdict"] == "drift"
 
 
-def _store_engine():
-    from monitoring.prediction_log import create_store_engine
-
-    return create_store_engine(Settings().log_store_url)
+def _reports() -> ReportIndex:
+    return Store.open(CoreSettings().log_store_url).reports
 
 
 def test_a_failed_webhook_starts_no_cooldown_and_the_report_hides_its_url(env, service_url):
@@ -244,7 +242,7 @@ def test_a_failed_webhook_starts_no_cooldown_and_the_report_hides_its_url(env, s
         server.shutdown()
     assert result.exit_code == 0, result.output
     assert "failed: retrain webhook failed after 2 attempt(s): answered 500" in result.output
-    report = ReportIndex(_store_engine()).latest()
+    report = _reports().latest()
     assert report["status"] != STATUS_RETRAIN_TRIGGERED and report["triggered_at"] is None
     assert "hidden" not in report["action"] and "127.0.0.1" not in report["action"]
     assert _Refuser.calls == 2

@@ -35,7 +35,6 @@ def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkey
             ("bentoml", "onnx", "fp32"),
             ("bentoml", "onnx", "int8"),
             ("bentoml-no-monitoring", "onnx", "int8"),
-            ("bentoml-two-process", "onnx", "int8"),
         )
         for level in (1, 2)
     }

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from service.batching import MicroBatcher
+from core.inference.batching import MicroBatcher
 
 
 class SlowEcho:
@@ -157,7 +157,7 @@ def test_a_cancelled_request_is_never_computed_and_frees_its_place_at_once():
 
 
 def test_past_the_queue_limit_requests_are_shed_at_once():
-    from service.batching import Overloaded
+    from core.inference.batching import Overloaded
 
     model = SlowEcho(seconds=0.2)
     batcher = MicroBatcher(model, max_batch=4, max_queued_texts=3)

@@ -1,15 +1,11 @@
-"""The prediction log: one row per predicted text, written off the request path.
+"""Delivery of prediction rows to the store, off the request path.
 
-The schema lives here because monitoring reads it; the service only writes through
-``PredictionLogWriter``. SQLite (WAL) by default, PostgreSQL (or any SQLAlchemy URL) in
-production.
-
-Delivery: rows go into an in-memory queue bounded in rows and in bytes; a background thread
-inserts them in batches. When the database is down, the batch is written to a spool file on
-local disk (itself bounded in bytes) and replayed once the database answers again. Inserts
-ignore ids already present, so a replay after a partial failure never duplicates a row. When
-the database answers but refuses a batch, the batch is split until the rows it refuses are
-found; those go to a ``rejected/`` file beside the spool, and every other row is written.
+Rows go into an in-memory queue bounded in rows and in bytes; a background thread inserts them
+in batches. When the database is down, the batch is written to a spool file on local disk
+(itself bounded in bytes) and replayed once the database answers again. Inserts ignore ids
+already present, so a replay after a partial failure never duplicates a row. When the database
+answers but refuses a batch, the batch is split until the rows it refuses are found; those go
+to a ``rejected/`` file beside the spool, and every other row is written.
 """
 
 from __future__ import annotations
@@ -19,70 +15,18 @@ import json
 import logging
 import os
 import queue
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+
+from core.store.predictions import PredictionStore
 
 log = logging.getLogger(__name__)
-
-metadata = sa.MetaData()
-predictions = sa.Table(
-    "predictions",
-    metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("model_name", sa.String(200), nullable=False),
-    sa.Column("model_version", sa.String(50), nullable=False, index=True),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("emotion", sa.String(100), nullable=False),
-    sa.Column("confidence", sa.Float, nullable=False),
-    sa.Column("probabilities", sa.JSON, nullable=False),
-    sa.Column("latency_ms", sa.Float, nullable=False),
-    sa.Column("truncated", sa.Boolean, nullable=False),
-    sa.Column("tokens", sa.Integer, nullable=False),
-    sa.Column("uncertain", sa.Boolean, nullable=False),
-    sa.Column("feedback_label", sa.String(100), nullable=True),
-    sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
-)
-
-feedback_pending = sa.Table(
-    "feedback_pending",
-    metadata,
-    sa.Column("request_id", sa.String(36), primary_key=True),
-    sa.Column("label", sa.String(100), nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
-)
-
-# Linear time on any input: a match may only start where a run of its characters starts (the
-# look-behinds), and a run is either taken whole without backtracking (possessive ++, e-mail)
-# or bounded (phone numbers stay under 24 characters), so no start position rescans a token.
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+")
-_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
-_PHONE = re.compile(r"(?<![\w+])\+?\d[\d\s().-]{7,22}\d(?!\w)")
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def redact(text: str) -> str:
-    """Replace e-mail addresses, URLs and phone numbers with placeholders."""
-    text = _EMAIL.sub("[EMAIL]", text)
-    text = _URL.sub("[URL]", text)
-    return _PHONE.sub("[PHONE]", text)
-
-
-def storable(text: str) -> str:
-    """The text with what no database column takes (NUL, unpaired surrogates) replaced by U+FFFD.
-
-    PostgreSQL refuses NUL in text and no UTF-8 encoder takes a lone surrogate; either would
-    make the whole batch fail.
-    """
-    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def spool_dir_for(root: Path, url: str) -> Path:
@@ -92,145 +36,6 @@ def spool_dir_for(root: Path, url: str) -> Path:
 
     safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
     return root / hashlib.sha256(safe_url.encode()).hexdigest()[:16]
-
-
-def create_store_engine(url: str) -> Engine:
-    """An engine for the log store, with WAL for SQLite so readers never block the writer."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection, _record):
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-
-    return engine
-
-
-class PredictionStore:
-    """Reads and writes of the ``predictions`` table."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    @classmethod
-    def from_url(cls, url: str) -> PredictionStore:
-        return cls(create_store_engine(url))
-
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
-
-    def insert_many(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        with self.engine.begin() as connection:
-            connection.execute(self._insert_ignoring_duplicates(), rows)
-        # After the commit, not inside it: a label recorded as pending while this transaction
-        # ran is then either seen here or sees these rows (``record_feedback_or_pending``).
-        self._apply_pending_feedback([row["id"] for row in rows])
-
-    def answers(self) -> bool:
-        """True when the database takes a trivial query (it is up, whatever a batch did)."""
-        try:
-            with self.engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
-            return True
-        except Exception:
-            return False
-
-    def _insert_ignoring_duplicates(self):
-        dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            return predictions.insert()
-        return insert(predictions).on_conflict_do_nothing(index_elements=["id"])
-
-    def record_feedback(self, request_id: str, label: str) -> bool:
-        """Store the true label for a logged prediction; False when the id is unknown."""
-        with self.engine.begin() as connection:
-            result = connection.execute(
-                predictions.update()
-                .where(predictions.c.id == request_id)
-                .values(feedback_label=label, feedback_at=datetime.now(UTC))
-            )
-        return result.rowcount > 0
-
-    def record_feedback_or_pending(self, request_id: str, label: str, keep_hours: float) -> dict | None:
-        """Label a logged prediction and return its row; when it is not logged yet (still queued
-        in another worker or pod), keep the label as pending and return None.
-
-        A pending label is applied when its row is inserted, or dropped after ``keep_hours``
-        (an id that is never logged: sampled out, or made up).
-        """
-        row = self.get(request_id)
-        if row is not None:
-            self.record_feedback(request_id, label)
-            return row
-        now = datetime.now(UTC)
-        with self.engine.begin() as connection:
-            connection.execute(
-                feedback_pending.delete().where(
-                    feedback_pending.c.received_at < now - timedelta(hours=keep_hours)
-                )
-            )
-            connection.execute(self._upsert_pending(request_id, label, now))
-        # The row may have been inserted while the label was being recorded.
-        self._apply_pending_feedback([request_id])
-        row = self.get(request_id)
-        return row if row is not None and row["feedback_label"] == label else None
-
-    def _upsert_pending(self, request_id: str, label: str, now: datetime):
-        """Insert, or replace the label of, a pending row: two labels for one id at once (two
-        workers) both succeed, the later wins."""
-        values = {"request_id": request_id, "label": label, "received_at": now}
-        dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            return feedback_pending.insert().values(**values)
-        statement = insert(feedback_pending).values(**values)
-        return statement.on_conflict_do_update(
-            index_elements=["request_id"], set_={"label": label, "received_at": now}
-        )
-
-    def _apply_pending_feedback(self, ids: list[str]) -> None:
-        with self.engine.begin() as connection:
-            pending = connection.execute(
-                sa.select(feedback_pending).where(feedback_pending.c.request_id.in_(ids))
-            ).all()
-            for request_id, label, received_at in pending:
-                updated = connection.execute(
-                    predictions.update()
-                    .where(predictions.c.id == request_id)
-                    .values(feedback_label=label, feedback_at=received_at)
-                )
-                if updated.rowcount:
-                    connection.execute(
-                        feedback_pending.delete().where(feedback_pending.c.request_id == request_id)
-                    )
-
-    def pending_feedback_count(self) -> int:
-        with self.engine.connect() as connection:
-            return connection.execute(sa.select(sa.func.count()).select_from(feedback_pending)).scalar_one()
-
-    def get(self, request_id: str) -> dict | None:
-        with self.engine.connect() as connection:
-            row = connection.execute(predictions.select().where(predictions.c.id == request_id)).first()
-        return dict(row._mapping) if row else None
-
-    def count(self) -> int:
-        with self.engine.connect() as connection:
-            return connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
 
 
 class PredictionLogWriter:

@@ -9,7 +9,9 @@ import random
 import numpy as np
 import pytest
 
-from emotion_ops.predictor import length_buckets
+from core.inference.predictor import length_buckets
+from core.registry import connect, load_bundle
+from core.settings import CoreSettings
 
 
 def cost(lengths, buckets, forward_cost):
@@ -50,12 +52,10 @@ def test_equal_lengths_fill_whole_batches_and_mixed_lengths_split():
 
 
 def test_bucketing_changes_no_prediction(registry):
-    from emotion_ops.settings import Settings
-    from service.champion import ChampionHolder
-
-    # fp32: dynamic int8 quantizes activations per batch, so its numbers depend on the batching.
-    settings = Settings(var_dir=registry, runtime="torch", quantize=False)
-    predictor = ChampionHolder(settings).current.predictor
+    # fp32 PyTorch: dynamic int8 quantizes activations per batch, so its numbers depend on the
+    # batching.
+    settings = CoreSettings(var_dir=registry)
+    predictor = load_bundle(connect(settings), settings).predictor()
     texts = [
         "sad",
         "i am so very happy and glad today",

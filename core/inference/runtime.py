@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from emotion_ops.predictor import EmotionPredictor
+from core.inference.predictor import EmotionPredictor
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The monitoring loop: drift report → figures to Prometheus → retrain decision → action.
+"""The monitor job: store → drift → policy → action, and the figures to Prometheus.
 
 ``run_drift`` is one report (``emotion-ops drift``); ``monitor_once`` adds the trigger, and
 ``monitor_forever`` repeats it every ``monitor_interval_seconds`` (``emotion-ops monitor``, the
@@ -10,63 +10,27 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from emotion_ops.registry import CHAMPION, RegistryError, connect, download_version, version_by_alias
-from emotion_ops.settings import Settings
-from monitoring.drift import DriftPolicy, DriftResult, TrafficWindow, analyse
-from monitoring.prediction_log import PredictionStore
+from core.registry import CHAMPION, RegistryError, connect, download_version, version_by_alias
+from core.settings import MonitorSettings
+from core.store import Store, TrafficWindow
+from monitoring.drift import DriftResult, analyse, sample_text_chars
+from monitoring.policy import RetrainDecision, drift_policy, retrain_decision, retrain_policy
 from monitoring.push import push_drift_metrics
-from monitoring.reports import ReportIndex
-from monitoring.retrain import (
-    RetrainDecision,
-    RetrainPolicy,
-    WebhookFailed,
-    count_new_labels,
-    post_webhook,
-    retrain_and_promote,
-    retrain_decision,
-)
+from monitoring.webhook import WebhookFailed, post_webhook
 
 log = logging.getLogger(__name__)
 
 
-def drift_policy(settings: Settings) -> DriftPolicy:
-    return DriftPolicy(
-        drift_share=settings.drift_share,
-        distance_threshold=settings.drift_distance_threshold,
-        text_threshold=settings.drift_text_threshold,
-        min_rows=settings.drift_min_rows,
-        sample_rows=settings.drift_sample_rows,
-        sample_bytes=settings.drift_sample_bytes,
-    )
-
-
-def retrain_policy(settings: Settings) -> RetrainPolicy:
-    return RetrainPolicy(
-        accuracy_floor=settings.live_accuracy_floor,
-        min_new_labels=settings.retrain_min_new_labels,
-        cooldown=timedelta(hours=settings.retrain_cooldown_hours),
-        min_accuracy_labels=settings.live_accuracy_min_labels,
-    )
-
-
-def open_store(settings: Settings) -> tuple[PredictionStore, ReportIndex]:
-    store = PredictionStore.from_url(settings.log_store_url)
-    store.create_schema()
-    index = ReportIndex(store.engine)
-    index.create_schema()
-    return store, index
-
-
 def run_drift(
-    settings: Settings,
+    settings: MonitorSettings,
     rows: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     model_version: str | None = None,
     push: bool = True,
-    opened: tuple[PredictionStore, ReportIndex] | None = None,
+    store: Store | None = None,
 ) -> DriftResult:
     """One drift report over a window of one model version's traffic (default: the champion's
     last ``drift_window_rows`` rows), indexed in the log store and pushed when configured."""
@@ -87,23 +51,24 @@ def run_drift(
         since=since,
         until=until,
     )
-    store, index = opened or open_store(settings)
+    store = store or Store.open(settings.log_store_url)
+    policy = drift_policy(settings)
     result = analyse(
-        store,
+        store.predictions.stream_window(window, max_chars=sample_text_chars(policy)),
         window,
         bundle.reference(),
         bundle.labels,
         settings.model_name,
-        drift_policy(settings),
+        policy,
         settings.reports_root,
     )
-    index.add(result.summary())
+    store.reports.add(result.summary())
     if push:
         push_metrics(settings, result, retrain_triggered=False)
     return result
 
 
-def push_metrics(settings: Settings, result: DriftResult, retrain_triggered: bool) -> None:
+def push_metrics(settings: MonitorSettings, result: DriftResult, retrain_triggered: bool) -> None:
     if not settings.pushgateway_url:
         return
     try:
@@ -119,17 +84,18 @@ class MonitorOutcome:
     action: str | None
 
 
-def monitor_once(settings: Settings) -> MonitorOutcome:
+def monitor_once(settings: MonitorSettings) -> MonitorOutcome:
     """A drift report, then the retrain decision and its action, all recorded on the report."""
-    store, index = open_store(settings)
-    result = run_drift(settings, push=False, opened=(store, index))
+    store = Store.open(settings.log_store_url)
+    index = store.reports
+    result = run_drift(settings, push=False, store=store)
     last_triggered = index.last_triggered_at(settings.model_name)
     now = datetime.now(UTC)
     decision = retrain_decision(
         retrain_policy(settings),
         result.dataset_drift,
         result.live_accuracy,
-        count_new_labels(store, settings.model_name, last_triggered),
+        store.predictions.count_new_labels(settings.model_name, last_triggered),
         last_triggered,
         now,
         labelled_rows=result.labelled_rows,
@@ -158,7 +124,7 @@ def monitor_once(settings: Settings) -> MonitorOutcome:
     return MonitorOutcome(result, decision, action)
 
 
-def _call_webhook(settings: Settings, result: DriftResult, decision: RetrainDecision) -> str:
+def _call_webhook(settings: MonitorSettings, result: DriftResult, decision: RetrainDecision) -> str:
     if not settings.retrain_webhook_url:
         return "failed: retrain_mode is 'webhook' but EMOTION_RETRAIN_WEBHOOK_URL is not set"
     token = settings.retrain_webhook_token
@@ -176,15 +142,18 @@ def _call_webhook(settings: Settings, result: DriftResult, decision: RetrainDeci
         return f"failed: {error}"
 
 
-def _retrain_locally(settings: Settings, store: PredictionStore) -> str:
+def _retrain_locally(settings: MonitorSettings, store: Store) -> str:
+    # Training brings torch and the training stack: loaded only when a retrain runs.
+    from training.retrain import retrain_and_promote
+
     try:
-        return retrain_and_promote(settings, store)
+        return retrain_and_promote(settings, store.predictions)
     except Exception as error:  # recorded on the report for the reviewer; the loop goes on
         log.exception("retrain action failed")
         return f"failed: {type(error).__name__}: {error}"
 
 
-def monitor_forever(settings: Settings, stop: threading.Event | None = None, on_outcome=None) -> None:
+def monitor_forever(settings: MonitorSettings, stop: threading.Event | None = None, on_outcome=None) -> None:
     """Run ``monitor_once`` every ``monitor_interval_seconds`` until ``stop`` is set.
 
     A failing cycle (registry or store down) is logged and retried at the next interval.

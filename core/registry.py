@@ -6,15 +6,18 @@ Models are addressed by alias (``challenger``, ``champion``), never by registry 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from emotion_ops.model_artifact import ModelBundle
-from emotion_ops.settings import Settings
+from core.artifact import ModelBundle
+from core.settings import CoreSettings
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -24,7 +27,7 @@ class RegistryError(RuntimeError):
     """The registry lacks what was asked for; the message says what to do."""
 
 
-def connect(settings: Settings) -> MlflowClient:
+def connect(settings: CoreSettings) -> MlflowClient:
     """Point MLflow at the configured tracking and registry stores and return a client."""
     if settings.tracking_uri.startswith("sqlite:///"):
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +45,7 @@ def connect(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
-def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
+def ensure_experiment(client: MlflowClient, settings: CoreSettings) -> str:
     """The experiment's id, creating it with artifacts under the configured root."""
     experiment = client.get_experiment_by_name(settings.experiment_name)
     if experiment is not None:
@@ -62,16 +65,14 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
 COMPLETE_MARKER = ".download-complete"
 
 
-def download_version(client: MlflowClient, settings: Settings, version: ModelVersion) -> ModelBundle:
+def download_version(client: MlflowClient, settings: CoreSettings, version: ModelVersion) -> ModelBundle:
     """Download one registered version (cached by version: versions never change).
 
     Workers of one host share the cache and start together on a cold one: a file lock makes
     one download while the others wait, each download goes to a folder of its own, and a cached
     copy is trusted only once its completion marker exists (a copy cut short is fetched again).
     """
-    from filelock import FileLock
-
-    target = settings.var_dir / "model-cache" / version.name / str(version.version)
+    target = settings.model_cache / version.name / str(version.version)
     if not (target / COMPLETE_MARKER).is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
@@ -86,9 +87,6 @@ def download_version(client: MlflowClient, settings: Settings, version: ModelVer
 
 
 def _download_into(target: Path, version: ModelVersion) -> None:
-    import shutil
-    import tempfile
-
     partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
     try:
         mlflow.artifacts.download_artifacts(
@@ -102,7 +100,7 @@ def _download_into(target: Path, version: ModelVersion) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def load_bundle(client: MlflowClient, settings: Settings, alias: str = CHAMPION) -> ModelBundle:
+def load_bundle(client: MlflowClient, settings: CoreSettings, alias: str = CHAMPION) -> ModelBundle:
     version = version_by_alias(client, settings.model_name, alias)
     if version is None:
         raise RegistryError(

@@ -1,7 +1,12 @@
-"""Typed settings for every stage, read from the environment (prefix ``EMOTION_``) and ``.env``.
+"""Typed settings, read from the environment (prefix ``EMOTION_``) and ``.env``.
+
+A small base (``CoreSettings``: where state lives, the registry, the store) and one class per
+deployable on top of it: ``TrainingSettings`` (train, promote, retrain), ``ServiceSettings``
+(the HTTP service) and ``MonitorSettings`` (the drift and retrain job, which also retrains).
+Every variable keeps one name whichever class reads it.
 
 The embedded defaults need nothing running: MLflow tracking and registry in SQLite under
-``var/``, artifacts as local files beside it.
+``var/``, artifacts as local files beside it, the prediction log in SQLite.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ HUB_DATASET_ID = "dair-ai/emotion"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-class Settings(BaseSettings):
+class CoreSettings(BaseSettings):
+    """What every deployable shares: local state, the MLflow registry and the store."""
+
     model_config = SettingsConfigDict(
         env_prefix="EMOTION_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
@@ -46,6 +53,44 @@ class Settings(BaseSettings):
     )
     experiment_name: str = "emotion-classifier"
     model_name: str = "emotion-classifier"
+    prediction_log_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store (prediction log, report index); default SQLite in var/.",
+    )
+    reports_dir: Path | None = Field(default=None, description="Where reports go; default var/reports.")
+
+    @field_validator("var_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.var_dir / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @property
+    def artifact_location(self) -> str:
+        return self.artifact_root or (self.var_dir / "mlartifacts").as_uri()
+
+    @property
+    def model_cache(self) -> Path:
+        return self.var_dir / "model-cache"
+
+    @property
+    def log_store_url(self) -> str:
+        return self.prediction_log_url or f"sqlite:///{self.var_dir / 'predictions.db'}"
+
+    @property
+    def reports_root(self) -> Path:
+        return self.reports_dir or self.var_dir / "reports"
+
+
+class TrainingSettings(CoreSettings):
+    """``emotion-ops train``, ``promote`` and ``retrain``: data, base model, the gate."""
 
     data: str | None = Field(
         default=None,
@@ -67,7 +112,35 @@ class Settings(BaseSettings):
         default=0.70, ge=0.0, le=1.0, description="Minimum absolute macro-F1 for any champion."
     )
 
-    # Serving.
+    # Retraining on feedback (emotion-ops retrain, and the monitor's local mode).
+    retrain_holdout_share: float = Field(default=0.2, ge=0, lt=1)
+    # A model trained on feedback waits as challenger unless this says otherwise: feedback is
+    # written by clients, and the gate cannot see every way labels can be wrong.
+    retrain_auto_promote: bool = Field(
+        default=False, description="Promote a feedback-retrained model that passes the gate."
+    )
+    retrain_profile: str = Field(default="quick", description="Training profile for retraining.")
+    retrain_config: dict[str, Any] = Field(
+        default_factory=dict, description='JSON overrides of the profile, e.g. {"epochs": 2}.'
+    )
+
+    @property
+    def base_model_cache(self) -> Path:
+        return self.var_dir / "base-models"
+
+    def resolve_data_source(self) -> str:
+        """The data folder or hub id to train on: the setting, else the first local candidate."""
+        if self.data:
+            return self.data
+        for candidate in DATA_DIR_CANDIDATES:
+            if candidate.is_dir():
+                return str(candidate.resolve())
+        return HUB_DATASET_ID
+
+
+class ServiceSettings(CoreSettings):
+    """``emotion-ops serve``: the HTTP service, its model runtime and its prediction log."""
+
     host: str = Field(default="127.0.0.1", description="Interface the service binds.")
     port: int = Field(default=3000, ge=1, le=65535, description="Service port (Grafana moves to 3001).")
     model_alias: str = Field(default="champion", description="Registry alias the service serves.")
@@ -91,31 +164,22 @@ class Settings(BaseSettings):
     # Past this many texts waiting for the model, requests are shed with 503 and Retry-After.
     batch_queue_limit: int = Field(default=2048, ge=1, description="Most texts queued for the model.")
     uncertain_below: float = Field(default=0.5, ge=0, le=1, description="Confidence under this is uncertain.")
-    model_in_process: bool = Field(
-        default=True,
-        description="Run the model inside the API process with its own dynamic batcher; false runs it "
-        "as a second BentoML service behind BentoML's adaptive batching.",
-    )
     # Two single-threaded workers beat one two-threaded one on 2 cores: per-request Python work
-    # (HTTP, validation, metrics) then runs on both cores instead of one (measured, README).
-    workers: int = Field(
-        default=2, ge=1, description="API worker processes (each holds its own model when in process)."
-    )
-    # Both cost the request path a share of one core (README, Performance); request counts and
+    # (HTTP, validation, metrics) then runs on both cores instead of one (docs/performance.md).
+    workers: int = Field(default=2, ge=1, description="API worker processes, each with its own model.")
+    # Both cost the request path a share of one core (docs/performance.md); request counts and
     # latencies are in /metrics and every prediction is in the prediction log either way.
     access_log: bool = Field(default=False, description="BentoML's per-request access log line.")
     tracing: bool = Field(
         default=False,
         description="OpenTelemetry spans for API requests (exporter set in BentoML's configuration).",
     )
-    batch_max_size: int = Field(default=64, ge=1, description="Most texts in one adaptive batch.")
+    batch_max_size: int = Field(default=64, ge=1, description="Most texts in one batch.")
     batch_max_wait_ms: float = Field(
-        default=0.0, ge=0, description="In-process batcher: hold a batch open this long for more texts."
+        default=0.0, ge=0, description="Hold a batch open this long for more texts."
     )
-    # BentoML sheds requests (503) whose estimated wait passes this; it is a ceiling, not a wait.
-    batch_max_latency_ms: int = Field(default=10_000, ge=10)
     # ONNX Runtime int8 measured the fastest on 2 cores, at -0.4 pt test accuracy against the
-    # fp32 model the promotion gate evaluated (README, Performance); false serves that model as is.
+    # fp32 model the promotion gate evaluated (docs/performance.md); false serves that model as is.
     quantize: bool = Field(default=True, description="Serve an int8 dynamically quantized model.")
     runtime: Literal["torch", "onnx"] = Field(
         default="onnx", description="Inference runtime: PyTorch, or ONNX Runtime on an exported copy."
@@ -124,15 +188,12 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         validation_alias=AliasChoices("EMOTION_THREADS", "EMOTION_TORCH_THREADS"),
-        description="Inference threads per model process; default: cores / workers.",
+        description="Inference threads per worker; default: cores / workers.",
     )
 
     # Prediction log.
     monitoring: bool = Field(
         default=True, description="Prediction log and custom metrics; off only to measure what they cost."
-    )
-    prediction_log_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default SQLite in var/."
     )
     log_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of predictions logged.")
     log_redact: bool = Field(default=False, description="Redact e-mails, phone numbers and URLs.")
@@ -147,57 +208,11 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How long a label waits for a prediction not logged yet."
     )
 
-    # Drift reports.
-    reports_dir: Path | None = Field(default=None, description="Where reports go; default var/reports.")
-    drift_window_rows: int = Field(default=1000, ge=1, description="Rows in a default drift window.")
-    drift_min_rows: int = Field(default=100, ge=1, description="Fewer rows: 'not enough data'.")
-    drift_sample_rows: int = Field(
-        default=20_000, ge=100, description="Most rows of a window that go into the Evidently report."
-    )
-    drift_sample_bytes: int = Field(
-        default=100_000_000, ge=100_000, description="Most text bytes the drift sample holds in memory."
-    )
-    drift_share: float = Field(
-        default=0.25, gt=0, le=1, description="Dataset drift when this share of columns drifts."
-    )
-    drift_distance_threshold: float = Field(default=0.1, gt=0, le=1)
-    drift_text_threshold: float = Field(default=0.55, gt=0.5, le=1)
-    pushgateway_url: str | None = Field(default=None, description="host:port or URL of a Pushgateway.")
-
-    # Retrain trigger and the monitor loop.
-    monitor_interval_seconds: float = Field(default=3600, gt=0)
-    retrain_mode: Literal["off", "local", "webhook"] = "local"
-    retrain_webhook_url: str | None = None
-    retrain_webhook_token: SecretStr | None = None
-    live_accuracy_floor: float = Field(default=0.85, ge=0, le=1)
-    live_accuracy_min_labels: int = Field(
-        default=50, ge=1, description="Labelled rows in the window before live accuracy can trigger."
-    )
-    retrain_min_new_labels: int = Field(default=200, ge=0)
-    retrain_cooldown_hours: float = Field(default=24.0, ge=0)
-    retrain_holdout_share: float = Field(default=0.2, ge=0, lt=1)
-    # A model trained on feedback waits as challenger unless this says otherwise: feedback is
-    # written by clients, and the gate cannot see every way labels can be wrong.
-    retrain_auto_promote: bool = Field(
-        default=False, description="Promote a feedback-retrained model that passes the gate."
-    )
-    retrain_webhook_attempts: int = Field(default=3, ge=1, le=10)
-    retrain_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    retrain_profile: str = Field(default="quick", description="Training profile for retraining.")
-    retrain_config: dict[str, Any] = Field(
-        default_factory=dict, description='JSON overrides of the profile, e.g. {"epochs": 2}.'
-    )
-
-    @field_validator("var_dir")
+    @field_validator("api_key", mode="before")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
-
-    @field_validator("api_key", "retrain_webhook_token", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value):
+    def _blank_key_is_unset(cls, value):
         # compose passes ${EMOTION_API_KEY:-} as an empty string: that is no key, not a key "".
-        return None if isinstance(value, str) and not value.strip() else value
+        return _blank_is_unset(value)
 
     @property
     def anonymous_allowed(self) -> bool:
@@ -220,44 +235,53 @@ class Settings(BaseSettings):
         return self.max_body_bytes or self.max_batch_texts * self.max_text_chars * 12 + 65_536
 
     @property
-    def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.var_dir / 'mlflow.db'}"
-
-    @property
-    def registry_uri(self) -> str:
-        return self.mlflow_registry_uri or self.tracking_uri
-
-    @property
-    def artifact_location(self) -> str:
-        return self.artifact_root or (self.var_dir / "mlartifacts").as_uri()
-
-    @property
     def inference_threads(self) -> int:
         """Threads for one model process: workers share the cores, and oversubscribed
         inference threads only fight each other."""
         return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
-    def log_store_url(self) -> str:
-        return self.prediction_log_url or f"sqlite:///{self.var_dir / 'predictions.db'}"
-
-    @property
-    def reports_root(self) -> Path:
-        return self.reports_dir or self.var_dir / "reports"
-
-    @property
     def spool_dir(self) -> Path:
         return self.var_dir / "prediction-spool"
 
-    @property
-    def base_model_cache(self) -> Path:
-        return self.var_dir / "base-models"
 
-    def resolve_data_source(self) -> str:
-        """The data folder or hub id to train on: the setting, else the first local candidate."""
-        if self.data:
-            return self.data
-        for candidate in DATA_DIR_CANDIDATES:
-            if candidate.is_dir():
-                return str(candidate.resolve())
-        return HUB_DATASET_ID
+class MonitorSettings(TrainingSettings):
+    """``emotion-ops monitor`` and ``drift``: the drift report, its figures, the retrain trigger
+    (and, in local mode, the retrain itself: hence the training settings)."""
+
+    drift_window_rows: int = Field(default=1000, ge=1, description="Rows in a default drift window.")
+    drift_min_rows: int = Field(default=100, ge=1, description="Fewer rows: 'not enough data'.")
+    drift_sample_rows: int = Field(
+        default=20_000, ge=100, description="Most rows of a window that go into the Evidently report."
+    )
+    drift_sample_bytes: int = Field(
+        default=100_000_000, ge=100_000, description="Most text bytes the drift sample holds in memory."
+    )
+    drift_share: float = Field(
+        default=0.25, gt=0, le=1, description="Dataset drift when this share of columns drifts."
+    )
+    drift_distance_threshold: float = Field(default=0.1, gt=0, le=1)
+    drift_text_threshold: float = Field(default=0.55, gt=0.5, le=1)
+    pushgateway_url: str | None = Field(default=None, description="host:port or URL of a Pushgateway.")
+
+    monitor_interval_seconds: float = Field(default=3600, gt=0)
+    retrain_mode: Literal["off", "local", "webhook"] = "local"
+    retrain_webhook_url: str | None = None
+    retrain_webhook_token: SecretStr | None = None
+    retrain_webhook_attempts: int = Field(default=3, ge=1, le=10)
+    retrain_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    live_accuracy_floor: float = Field(default=0.85, ge=0, le=1)
+    live_accuracy_min_labels: int = Field(
+        default=50, ge=1, description="Labelled rows in the window before live accuracy can trigger."
+    )
+    retrain_min_new_labels: int = Field(default=200, ge=0)
+    retrain_cooldown_hours: float = Field(default=24.0, ge=0)
+
+    @field_validator("retrain_webhook_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value):
+        return _blank_is_unset(value)
+
+
+def _blank_is_unset(value):
+    return None if isinstance(value, str) and not value.strip() else value

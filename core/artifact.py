@@ -1,0 +1,100 @@
+"""The registered model artifact: everything serving and monitoring need, in one MLflow model.
+
+Layout inside the MLflow model's ``artifacts/``:
+
+- ``model/``: transformers weights, tokenizer and ``config.id2label``;
+- ``model_card.json``: labels, max tokens, base model, data source, training config and the
+  test-set evaluation;
+- ``reference.parquet``: validation texts with this model's predicted label and confidence,
+  the reference for drift reports.
+
+As a pyfunc it takes a DataFrame with a ``text`` column (or a list of strings) and returns the
+emotion, its confidence and one probability column per label. Loading it as a pyfunc needs
+``emotion-ops`` installed, since the wrapper class lives here (``core.artifact``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import mlflow.pyfunc
+import pandas as pd
+
+# The predictor brings torch: imported where a model runs, so reading a card or a reference
+# (the drift job, the CLI) never loads it.
+if TYPE_CHECKING:
+    from core.inference.predictor import EmotionPredictor
+
+
+MODEL_DIR = "model"
+MODEL_CARD = "model_card.json"
+REFERENCE = "reference.parquet"
+
+
+class EmotionClassifierPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper so ``mlflow.pyfunc.load_model('models:/emotion-classifier@champion')``
+    predicts label names."""
+
+    def load_context(self, context) -> None:
+        card = json.loads(Path(context.artifacts[MODEL_CARD]).read_text())
+        from core.inference.predictor import EmotionPredictor
+
+        self.predictor = EmotionPredictor.from_dir(
+            context.artifacts[MODEL_DIR], max_length=card["max_length"]
+        )
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if isinstance(model_input, pd.DataFrame):
+            texts = model_input["text"].astype(str).tolist()
+        else:
+            texts = [str(text) for text in model_input]
+        return predictions_frame(self.predictor, texts)
+
+
+def predictions_frame(predictor: EmotionPredictor, texts: list[str]) -> pd.DataFrame:
+    probabilities = predictor.predict_proba(texts)
+    best = probabilities.argmax(axis=1)
+    frame = pd.DataFrame(
+        {
+            "emotion": [predictor.labels[i] for i in best],
+            "confidence": probabilities.max(axis=1).astype(float),
+        }
+    )
+    for index, label in enumerate(predictor.labels):
+        frame[f"p_{label}"] = probabilities[:, index].astype(float)
+    return frame
+
+
+@dataclass
+class ModelBundle:
+    """A registered model version downloaded to local disk."""
+
+    name: str
+    version: str
+    local_dir: Path
+    aliases: tuple[str, ...] = ()
+
+    @cached_property
+    def card(self) -> dict:
+        return json.loads((self.local_dir / "artifacts" / MODEL_CARD).read_text())
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.card["labels"])
+
+    @property
+    def model_dir(self) -> Path:
+        return self.local_dir / "artifacts" / MODEL_DIR
+
+    def reference(self) -> pd.DataFrame:
+        return pd.read_parquet(self.local_dir / "artifacts" / REFERENCE)
+
+    def predictor(self, **kwargs) -> EmotionPredictor:
+        from core.inference.predictor import EmotionPredictor
+
+        kwargs.setdefault("max_length", self.card["max_length"])
+        return EmotionPredictor.from_dir(self.model_dir, **kwargs)

@@ -1,0 +1,43 @@
+"""The store: one database for the prediction log and the drift-report index.
+
+``Store.open(url)`` gives both halves over one engine and one schema: ``predictions`` (the log,
+its labels, the windows monitoring reads) and ``reports`` (the index of drift runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from core.store.predictions import PredictionStore, TrafficWindow
+from core.store.reports import ReportIndex, ReportNotFound
+from core.store.schema import create_store_engine
+
+__all__ = ["PredictionStore", "ReportIndex", "ReportNotFound", "Store", "TrafficWindow"]
+
+
+@dataclass
+class Store:
+    engine: Engine
+    predictions: PredictionStore
+    reports: ReportIndex
+
+    @classmethod
+    def from_engine(cls, engine: Engine) -> Store:
+        return cls(engine, PredictionStore(engine), ReportIndex(engine))
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        """The store at ``url``, schema untouched (the database may still be down)."""
+        return cls.from_engine(create_store_engine(url))
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """The store at ``url`` with its tables created (needs the database up)."""
+        store = cls.connect(url)
+        store.create_schema()
+        return store
+
+    def create_schema(self) -> None:
+        self.predictions.create_schema()

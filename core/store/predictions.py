@@ -1,0 +1,186 @@
+"""The prediction log: rows in, labels on them, and the reads the monitor and retrain jobs make
+(a window of traffic, new-label counts, feedback-labelled texts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from core.store.schema import feedback_pending, insert_on_key, metadata, predictions
+
+
+@dataclass(frozen=True)
+class TrafficWindow:
+    """Which logged rows a run looks at: the last ``rows`` of ``model_version``, or a time range."""
+
+    model_version: str
+    rows: int | None = 1000
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def describe(self) -> dict:
+        kind = "time_range" if self.since or self.until else "last_rows"
+        return {
+            "kind": kind,
+            "model_version": self.model_version,
+            "rows_requested": self.rows if kind == "last_rows" else None,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+class PredictionStore:
+    """Every read and write of the prediction log (``predictions``, ``feedback_pending``)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def create_schema(self) -> None:
+        """Every table of the store (one schema: the log and the report index together)."""
+        metadata.create_all(self.engine)
+
+    def insert_many(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(insert_on_key(self.engine, predictions, "id"), rows)
+        # After the commit, not inside it: a label recorded as pending while this transaction
+        # ran is then either seen here or sees these rows (``record_feedback_or_pending``).
+        self._apply_pending_feedback([row["id"] for row in rows])
+
+    def answers(self) -> bool:
+        """True when the database takes a trivial query (it is up, whatever a batch did)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def record_feedback(self, request_id: str, label: str) -> bool:
+        """Store the true label for a logged prediction; False when the id is unknown."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                predictions.update()
+                .where(predictions.c.id == request_id)
+                .values(feedback_label=label, feedback_at=datetime.now(UTC))
+            )
+        return result.rowcount > 0
+
+    def record_feedback_or_pending(self, request_id: str, label: str, keep_hours: float) -> dict | None:
+        """Label a logged prediction and return its row; when it is not logged yet (still queued
+        in another worker or pod), keep the label as pending and return None.
+
+        A pending label is applied when its row is inserted, or dropped after ``keep_hours``
+        (an id that is never logged: sampled out, or made up).
+        """
+        row = self.get(request_id)
+        if row is not None:
+            self.record_feedback(request_id, label)
+            return row
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            connection.execute(
+                feedback_pending.delete().where(
+                    feedback_pending.c.received_at < now - timedelta(hours=keep_hours)
+                )
+            )
+            # Two labels for one id at once (two workers) both succeed; the later wins.
+            connection.execute(
+                insert_on_key(self.engine, feedback_pending, "request_id", update=("label", "received_at")),
+                {"request_id": request_id, "label": label, "received_at": now},
+            )
+        # The row may have been inserted while the label was being recorded.
+        self._apply_pending_feedback([request_id])
+        row = self.get(request_id)
+        return row if row is not None and row["feedback_label"] == label else None
+
+    def _apply_pending_feedback(self, ids: list[str]) -> None:
+        with self.engine.begin() as connection:
+            pending = connection.execute(
+                sa.select(feedback_pending).where(feedback_pending.c.request_id.in_(ids))
+            ).all()
+            for request_id, label, received_at in pending:
+                updated = connection.execute(
+                    predictions.update()
+                    .where(predictions.c.id == request_id)
+                    .values(feedback_label=label, feedback_at=received_at)
+                )
+                if updated.rowcount:
+                    connection.execute(
+                        feedback_pending.delete().where(feedback_pending.c.request_id == request_id)
+                    )
+
+    def pending_feedback_count(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(feedback_pending)).scalar_one()
+
+    def get(self, request_id: str) -> dict | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(predictions.select().where(predictions.c.id == request_id)).first()
+        return dict(row._mapping) if row else None
+
+    def ids(self) -> set[str]:
+        """Every logged request id (the soak checks each answered one against it)."""
+        with self.engine.connect() as connection:
+            return set(connection.execute(sa.select(predictions.c.id)).scalars())
+
+    def count(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
+
+    def stream_window(
+        self, window: TrafficWindow, max_chars: int, chunk_rows: int = 5000
+    ) -> Iterator[tuple[datetime, str, str, float, str | None]]:
+        """The window's rows, newest first, as (created_at, text, emotion, confidence,
+        feedback_label), streamed in chunks of ``chunk_rows``. Each text is cut to ``max_chars``
+        in the database, before it is sent, so memory stays bounded however long the texts."""
+        query = sa.select(
+            predictions.c.created_at,
+            sa.func.substr(predictions.c.text, 1, max_chars).label("text"),
+            predictions.c.emotion,
+            predictions.c.confidence,
+            predictions.c.feedback_label,
+        ).where(predictions.c.model_version == window.model_version)
+        if window.since:
+            query = query.where(predictions.c.created_at >= window.since)
+        if window.until:
+            query = query.where(predictions.c.created_at < window.until)
+        query = query.order_by(predictions.c.created_at.desc())
+        if window.rows and not (window.since or window.until):
+            query = query.limit(window.rows)
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
+            for chunk in result.partitions(chunk_rows):
+                yield from (tuple(row) for row in chunk)
+
+    def count_new_labels(self, model_name: str, since: datetime | None) -> int:
+        """Feedback labels on ``model_name``'s predictions given after ``since`` (all if None)."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(predictions)
+            .where(predictions.c.model_name == model_name, predictions.c.feedback_label.is_not(None))
+        )
+        if since is not None:
+            query = query.where(predictions.c.feedback_at > since)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar_one()
+
+    def feedback_rows(self, model_name: str) -> pd.DataFrame:
+        """Every feedback-labelled text (text, label, feedback_at), one row per distinct text:
+        its latest label wins."""
+        query = (
+            sa.select(
+                predictions.c.text, predictions.c.feedback_label.label("label"), predictions.c.feedback_at
+            )
+            .where(predictions.c.model_name == model_name, predictions.c.feedback_label.is_not(None))
+            .order_by(predictions.c.feedback_at)
+        )
+        with self.engine.connect() as connection:
+            frame = pd.DataFrame(connection.execute(query).all(), columns=["text", "label", "feedback_at"])
+        return frame.drop_duplicates(subset="text", keep="last").reset_index(drop=True)

@@ -1,0 +1,104 @@
+"""The store's one schema: the prediction log, labels waiting for their prediction, and the
+drift-report index, in one database (SQLite by default, PostgreSQL in production).
+
+The service, the monitor job, the retrain job and a reviewer's CLI all read and write these
+tables through ``core.store`` only; nothing else holds SQL for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(50), nullable=False, index=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("emotion", sa.String(100), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("probabilities", sa.JSON, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("truncated", sa.Boolean, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("uncertain", sa.Boolean, nullable=False),
+    sa.Column("feedback_label", sa.String(100), nullable=True),
+    sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+feedback_pending = sa.Table(
+    "feedback_pending",
+    metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+drift_reports = sa.Table(
+    "drift_reports",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(50), nullable=False),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("dataset_drift", sa.Boolean, nullable=True),
+    sa.Column("drifted_share", sa.Float, nullable=True),
+    sa.Column("window_rows", sa.Integer, nullable=False),
+    sa.Column("labelled_rows", sa.Integer, nullable=False),
+    sa.Column("live_accuracy", sa.Float, nullable=True),
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("decision", sa.String(32), nullable=True),  # retrain | hold
+    sa.Column("decision_reason", sa.Text, nullable=True),
+    sa.Column("action", sa.Text, nullable=True),  # what the trigger did, and how it ended
+    sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("acked_by", sa.String(200), nullable=True),
+    sa.Column("acked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("html_path", sa.Text, nullable=True),
+    sa.Column("summary", sa.JSON, nullable=False),
+)
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for the store, with WAL for SQLite so readers never block the writer."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection, _record):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    return engine
+
+
+def insert_on_key(engine: Engine, table: sa.Table, key: str, update: tuple[str, ...] = ()):
+    """An INSERT, executed with the rows as parameters, that skips rows whose ``key`` exists or,
+    given ``update``, overwrites those columns from the new row (the later write wins). SQLite
+    and PostgreSQL have both; another database gets a plain INSERT."""
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return table.insert()
+    statement = insert(table)
+    if not update:
+        return statement.on_conflict_do_nothing(index_elements=[key])
+    return statement.on_conflict_do_update(
+        index_elements=[key], set_={column: statement.excluded[column] for column in update}
+    )

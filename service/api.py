@@ -1,0 +1,70 @@
+"""The HTTP API's bodies: what a request may hold (checked before any model work) and what each
+answer holds. The limits come from ``ServiceSettings``; the OpenAPI document shows them."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from core.store.rows import storable
+
+# The schema declares this pattern and the check below applies it. It spells out every character
+# that either Python or JSON Schema (ECMA-262) calls whitespace, instead of \s (on which they
+# differ), so both read it the same: what the document calls valid is what the service accepts.
+WHITESPACE = "\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = f"[^{WHITESPACE}]"
+_NOT_BLANK = re.compile(NOT_BLANK)
+REQUEST_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def text_type(max_chars: int):
+    """One text to classify: 1 to ``max_chars`` characters, not all whitespace; NUL and unpaired
+    surrogates (no tokenizer or database takes them) become U+FFFD."""
+
+    def checked(text: str) -> str:
+        if len(text) > max_chars:
+            raise ValueError(
+                f"text has {len(text)} characters; the limit is {max_chars} (EMOTION_MAX_TEXT_CHARS)"
+            )
+        if not _NOT_BLANK.search(text):
+            raise ValueError("text must contain at least one non-whitespace character")
+        return storable(text)
+
+    return Annotated[
+        str,
+        AfterValidator(checked),
+        Field(
+            description=f"The text to classify: 1 to {max_chars} characters, not all whitespace.",
+            json_schema_extra={"pattern": NOT_BLANK, "maxLength": max_chars},
+        ),
+    ]
+
+
+class EmotionPrediction(BaseModel):
+    emotion: str = Field(description="The most likely emotion.")
+    confidence: float = Field(description="Probability of that emotion.")
+    all_emotions: dict[str, float] = Field(description="Probability of every emotion.")
+    uncertain: bool = Field(description="Confidence is under the service's threshold.")
+    truncated: bool = Field(description="The text had more tokens than the model reads; the rest was cut.")
+    tokens: int = Field(description="Tokens the model read.")
+    request_id: str = Field(description="Id for feedback and for the prediction log.")
+    model_name: str
+    model_version: str
+    model_alias: str
+    base_model: str
+    latency_ms: float
+
+
+class Feedback(BaseModel):
+    request_id: str = Field(pattern=REQUEST_ID, description="The request_id of a prediction.")
+    label: str = Field(min_length=1, max_length=100, description="The true emotion.")
+
+
+class FeedbackReceipt(BaseModel):
+    request_id: str
+    label: str
+    status: str = Field(description="'recorded', or 'pending' until the prediction is logged.")
+    predicted: str | None = Field(description="What the model predicted (null while pending).")
+    correct: bool | None = Field(description="Whether the prediction was right (null while pending).")

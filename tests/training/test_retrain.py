@@ -1,0 +1,69 @@
+"""How feedback is folded into the retraining data, and what the retrain refuses up front."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from core.settings import TrainingSettings
+from training.data import EmotionDataset
+from training.retrain import assemble_retrain_data, retrain_and_promote
+
+
+def _dataset() -> EmotionDataset:
+    splits = {
+        "train": pd.DataFrame({"text": ["a", "b", "c", "shared"], "label": ["joy", "joy", "anger", "joy"]}),
+        "validation": pd.DataFrame({"text": ["v"], "label": ["joy"]}),
+        "test": pd.DataFrame({"text": ["t1", "t2"], "label": ["joy", "anger"]}),
+    }
+    return EmotionDataset(splits=splits, labels=("anger", "joy"), source="base")
+
+
+def test_feedback_joins_train_deduplicated_and_the_newest_slice_is_held_out():
+    times = pd.date_range("2026-11-01", periods=6, freq="h", tz="UTC")
+    feedback = pd.DataFrame(
+        {
+            "text": ["a", "new1", "new2", "t1", "odd", "new3"],
+            "label": ["anger", "joy", "anger", "anger", "sarcasm", "joy"],
+            "feedback_at": times,
+        }
+    )
+    data = assemble_retrain_data(_dataset(), feedback, holdout_share=0.2)
+    assert data.dropped_unknown_labels == 1  # 'sarcasm' is not a label the model knows
+    assert data.feedback_holdout_rows == 1 and data.feedback_train_rows == 4
+    train = data.dataset.splits["train"].set_index("text")["label"]
+    assert train["a"] == "anger"  # the feedback label replaces the original one
+    assert {"new1", "new2"} <= set(train.index)
+    # Neither a test text nor the held-out newest feedback ('new3') is trained on.
+    assert "t1" not in train.index and "new3" not in train.index
+    assert train.index.is_unique
+    gate = data.gate_set.splits["test"].set_index("text")["label"]
+    assert set(gate.index) == {"t1", "t2", "new3"}
+    assert gate["t1"] == "joy"  # the curated test split is never relabelled
+    assert data.dataset.splits["validation"].equals(_dataset().splits["validation"])
+
+
+def test_without_a_holdout_the_gate_runs_on_the_test_split():
+    feedback = pd.DataFrame(
+        {"text": ["x"], "label": ["joy"], "feedback_at": pd.to_datetime(["2026-11-01"], utc=True)}
+    )
+    data = assemble_retrain_data(_dataset(), feedback, holdout_share=0.0)
+    assert list(data.gate_set.splits["test"]["text"]) == ["t1", "t2"]
+    assert "x" in set(data.dataset.splits["train"]["text"])
+
+
+def test_a_mistyped_retrain_option_is_refused_before_training(tmp_path):
+    settings = TrainingSettings(var_dir=tmp_path, retrain_config={"epoch": 2})  # 'epochs'
+    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['epoch'\]"):
+        retrain_and_promote(settings, store=None)
+
+
+def test_the_curated_test_split_is_judged_on_its_own():
+    times = pd.date_range("2026-11-01", periods=5, freq="h", tz="UTC")
+    feedback = pd.DataFrame(
+        {"text": ["f1", "f2", "f3", "f4", "f5"], "label": ["joy"] * 5, "feedback_at": times}
+    )
+    data = assemble_retrain_data(_dataset(), feedback, holdout_share=0.4)
+    assert set(data.gate_sets) == {"test split", "held-out feedback"}
+    assert list(data.gate_sets["test split"].splits["test"]["text"]) == ["t1", "t2"]
+    assert list(data.gate_sets["held-out feedback"].splits["test"]["text"]) == ["f4", "f5"]

@@ -1,0 +1,123 @@
+"""Retraining on feedback: the original data plus feedback-labelled rows from the log, then the
+promotion gate.
+
+The new model is registered as ``challenger`` and the gate runs on each evaluation set on its
+own: the curated test split (which feedback cannot write to) and a held-out slice of the most
+recent feedback; the challenger must pass on every set. Only when ``retrain_auto_promote``
+allows it does ``champion`` move (and the running service pick it up at its next alias
+refresh); otherwise it waits as ``challenger`` for ``emotion-ops promote``.
+
+``emotion-ops retrain`` runs it, and so does the monitor job's ``local`` retrain mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+from core.settings import TrainingSettings
+from core.store import PredictionStore
+from training.data import EmotionDataset, load_emotion_dataset
+from training.pipeline import train_and_register
+from training.promote import promote
+from training.train import PROFILES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrainData:
+    dataset: EmotionDataset  # train/validation/test with feedback folded into train
+    gate_set: EmotionDataset  # test split + held-out recent feedback, for the promotion gate
+    feedback_train_rows: int
+    feedback_holdout_rows: int
+    dropped_unknown_labels: int
+    # Judged one by one: the curated test split, which feedback cannot write to, and the
+    # held-out feedback. A challenger must pass on each.
+    gate_sets: dict[str, EmotionDataset] | None = None
+
+
+def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_share: float) -> RetrainData:
+    """Fold feedback into the training split, keeping the newest ``holdout_share`` for the gate.
+
+    Texts are de-duplicated across everything: a feedback label replaces the original label of
+    the same text in train, no text of the gate set (test or held-out feedback) stays in train,
+    and the curated test split keeps its labels (so gate scores stay comparable over time).
+    """
+    known = feedback["label"].isin(base.labels)
+    dropped = int((~known).sum())
+    feedback = feedback[known].sort_values("feedback_at")
+    holdout_count = round(len(feedback) * holdout_share)
+    holdout = feedback.iloc[len(feedback) - holdout_count :][["text", "label"]] if holdout_count else None
+    learn = feedback.iloc[: len(feedback) - holdout_count][["text", "label"]]
+
+    gate_test = pd.concat([base.splits["test"], holdout], ignore_index=True)  # concat skips None
+    gate_test = gate_test.drop_duplicates(subset="text", keep="first").reset_index(drop=True)
+    train = pd.concat([base.splits["train"], learn], ignore_index=True)
+    train = train.drop_duplicates(subset="text", keep="last")
+    train = train[~train["text"].isin(gate_test["text"])].reset_index(drop=True)
+
+    splits = {**base.splits, "train": train, "test": gate_test}
+    source = f"{base.source} + {len(learn)} feedback rows"
+    gate_sets = {
+        "test split": EmotionDataset(
+            splits={"test": base.splits["test"]}, labels=base.labels, source=base.source
+        )
+    }
+    if holdout is not None:
+        holdout_set = holdout.drop_duplicates(subset="text", keep="last").reset_index(drop=True)
+        gate_sets["held-out feedback"] = EmotionDataset(
+            splits={"test": holdout_set}, labels=base.labels, source="held-out feedback"
+        )
+    return RetrainData(
+        dataset=EmotionDataset(splits=splits, labels=base.labels, source=source),
+        gate_set=EmotionDataset(splits={"test": gate_test}, labels=base.labels, source=source),
+        feedback_train_rows=len(learn),
+        feedback_holdout_rows=0 if holdout is None else len(holdout),
+        dropped_unknown_labels=dropped,
+        gate_sets=gate_sets,
+    )
+
+
+def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, progress: bool = False) -> str:
+    """Retrain on data plus feedback, register ``challenger``, run the gate; returns what happened."""
+    if settings.retrain_profile not in PROFILES:
+        raise ValueError(
+            f"unknown retrain profile '{settings.retrain_profile}'; choose from {sorted(PROFILES)}"
+        )
+    profile = PROFILES[settings.retrain_profile]
+    unknown = sorted(set(settings.retrain_config) - set(type(profile).model_fields))
+    if unknown:
+        raise ValueError(f"EMOTION_RETRAIN_CONFIG has unknown training option(s) {unknown}")
+    config = profile.model_copy(update=settings.retrain_config)
+    config = type(config).model_validate(config.model_dump())
+    base = load_emotion_dataset(settings.resolve_data_source())
+    data = assemble_retrain_data(
+        base, store.feedback_rows(settings.model_name), settings.retrain_holdout_share
+    )
+    log.info(
+        "retraining on %d rows (%d from feedback); gate on %d rows (%d held-out feedback)",
+        len(data.dataset.splits["train"]),
+        data.feedback_train_rows,
+        len(data.gate_set.splits["test"]),
+        data.feedback_holdout_rows,
+    )
+    outcome = train_and_register(
+        settings, config, dataset=data.dataset, with_baseline=False, progress=progress
+    )
+    result = promote(settings, gate_sets=data.gate_sets, move_champion=settings.retrain_auto_promote)
+    if not result.decision.passed:
+        verdict = "refused by the gate"
+    elif settings.retrain_auto_promote:
+        verdict = "promoted to champion"
+    else:
+        verdict = (
+            "passed the gate; waits as challenger (EMOTION_RETRAIN_AUTO_PROMOTE is off: "
+            "review it, then run 'emotion-ops promote')"
+        )
+    return (
+        f"retrained version {outcome.model_version} on {data.feedback_train_rows} feedback rows "
+        f"(+{data.feedback_holdout_rows} held out for the gate): {verdict}: {result.decision.reason}"
+    )
