@@ -32,8 +32,8 @@ def connect(settings: CoreSettings) -> MlflowClient:
     if settings.tracking_uri.startswith("sqlite:///"):
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     # mlflow.set_tracking_uri / set_registry_uri also export MLFLOW_TRACKING_URI and
-    # MLFLOW_REGISTRY_URI, which Settings reads first: left there, they would pin every later
-    # Settings (and child process) to this store.
+    # MLFLOW_REGISTRY_URI, which every settings class reads first: left there, they would pin
+    # every later settings object (and child process) to this store.
     exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)

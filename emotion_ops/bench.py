@@ -35,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.inference.runtime import load_predictor
 from core.registry import connect, load_bundle
 from core.settings import MonitorSettings, ServiceSettings
 from core.store import Store, TrafficWindow
 from core.store.rows import prediction_row
-from emotion_ops.processes import answers, bentoml_ready, free_port, running_process
+from emotion_ops.processes import answers, bentoml_ready, free_port, processor_name, running_process
 from service.launch import serve_command
 from training.data import load_emotion_dataset
 
@@ -207,6 +206,8 @@ def ceiling(bundle, texts: list[str], test_texts: list[str], test_labels: list[s
     spreads each forward over every core, and one single-threaded process per core, each with
     its share of the texts (the layout the service's workers use).
     """
+    from core.inference.runtime import load_predictor  # torch: kept out of the drift child
+
     cores = os.cpu_count() or 1
     results = {}
     for runtime in ("torch", "onnx"):
@@ -267,6 +268,8 @@ def _parallel_throughput(model_dir: Path, options: dict, texts: list[str], proce
 
 
 def _ceiling_child(model_dir: Path, options: dict, texts: list[str], barrier, results) -> None:
+    from core.inference.runtime import load_predictor
+
     predictor = load_predictor(model_dir, threads=1, **options)
     predictor.predict_proba(texts[:64])  # warm-up
     barrier.wait()
@@ -360,6 +363,7 @@ def _drift_child(url: str, size: int, output: str) -> None:
                 "verdict": result.verdict,
                 "seconds": round(seconds, 1),
                 "peak_rss_mb": round(peak_mb),
+                "torch_loaded": "torch" in sys.modules,  # the drift job needs none: it must not count
             }
         )
     )
@@ -462,16 +466,6 @@ def _ratio(value: float, reference: float) -> float:
     """Three significant digits: a tiny test model's ceiling is thousands of times its served
     rate, and a fixed number of decimals would round that ratio to zero."""
     return float(f"{value / reference:.3g}") if reference else float("nan")
-
-
-def processor_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def to_markdown(results: dict) -> str:

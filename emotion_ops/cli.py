@@ -1,8 +1,8 @@
 """The ``emotion-ops`` command line: one entry point for every stage of the stack.
 
-The roof: it imports every stage and nothing imports it. The stages that bring torch, the
-training stack or Evidently (training, the monitor job, the benchmark) are imported inside the
-commands that use them, so ``emotion-ops reports list`` or ``serve`` start without loading them.
+The roof: it imports every stage and nothing imports it. Each command imports the stages it
+uses when it runs: MLflow, SQLAlchemy, torch or Evidently would otherwise make every command
+(``--help`` included) pay seconds and hundreds of MB to start.
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.registry import CHAMPION, RegistryError, connect, version_by_alias
 from core.settings import MonitorSettings, ServiceSettings, TrainingSettings
-from core.store import Store
-from core.store.reports import LISTED_FIELDS, REVIEW_FIELDS, STATUSES, ReportNotFound
 from service.launch import serve_command
 
 app = typer.Typer(
@@ -66,6 +63,7 @@ def _user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from core.registry import RegistryError
         from training.base_model import BaseModelError
         from training.data import DataError
 
@@ -265,6 +263,7 @@ def up(
     """Bring the stack up on embedded defaults: train and promote a model if there is no champion,
     then serve it."""
     _quiet_libraries()
+    from core.registry import CHAMPION, connect, version_by_alias
     from training.pipeline import train_and_register
     from training.promote import promote as run_promotion
     from training.train import PROFILES
@@ -388,9 +387,11 @@ def reports_list(
     ] = None,
 ) -> None:
     """Recent drift reports with their verdict and status."""
+    from core.store.reports import LISTED_FIELDS, STATUSES
+
     if status and status not in STATUSES:
         raise ValueError(f"unknown status '{status}'; choose from {list(STATUSES)}")
-    rows = Store.open(MonitorSettings().log_store_url).reports.list(limit, status)
+    rows = _report_index().list(limit, status)
     if not rows:
         typer.echo("no drift reports yet; run 'emotion-ops drift'")
         return
@@ -398,7 +399,7 @@ def reports_list(
     columns = [field for field in LISTED_FIELDS if field not in ("decision_reason", "action")]
     table = Table()
     for column in columns:
-        table.add_column(SHORT_HEADERS.get(column, column), no_wrap=True)
+        table.add_column(SHORT_HEADERS.get(column, column))
     for row in rows:
         table.add_row(*(_cell(column, row[column]) for column in columns))
     Console(width=160).print(table)
@@ -422,15 +423,23 @@ def _cell(column: str, value) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{value:.2f}" if column == "drifted_share" else f"{value:.3f}"
     return str(value)
+
+
+def _report_index():
+    from core.store import Store
+
+    return Store.open(MonitorSettings().log_store_url).reports
 
 
 @reports_app.command("show")
 @_user_errors
 def reports_show(report_id: Annotated[str, typer.Argument(help="Report id, or 'latest'.")]) -> None:
     """One report's summary (JSON), review and trigger fields."""
-    index = Store.open(MonitorSettings().log_store_url).reports
+    from core.store.reports import REVIEW_FIELDS, ReportNotFound
+
+    index = _report_index()
     if report_id == "latest":
         report = index.latest()
         if report is None:
@@ -456,7 +465,9 @@ def reports_ack(
     by: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER).")] = None,
 ) -> None:
     """Acknowledge a report: you reviewed it (a retrain-triggered report keeps that status)."""
-    index = Store.open(MonitorSettings().log_store_url).reports
+    from core.store.reports import ReportNotFound
+
+    index = _report_index()
     try:
         report = index.acknowledge(report_id, by or getpass.getuser(), note)
     except ReportNotFound as error:
@@ -504,6 +515,7 @@ def retrain(
     """Retrain on the data plus feedback from the log, register 'challenger' and run the gate
     (what the monitor's local mode does; for a CI job answering the retrain webhook)."""
     _quiet_libraries()
+    from core.store import Store
     from training.retrain import retrain_and_promote
 
     settings = TrainingSettings()

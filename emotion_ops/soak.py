@@ -25,8 +25,7 @@ import sqlalchemy as sa
 
 from core.settings import ServiceSettings
 from core.store import Store
-from emotion_ops.bench import processor_name
-from emotion_ops.processes import bentoml_ready, free_port, running_process
+from emotion_ops.processes import bentoml_ready, free_port, processor_name, running_process
 from service.launch import serve_command
 
 TEXTS = (

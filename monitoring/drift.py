@@ -12,8 +12,8 @@ Numerical and categorical columns use the Jensen-Shannon distance on both sides'
 is bounded in [0, 1], does not become hypersensitive on large windows as p-values do, and stays
 defined when the reference has no variance (dair-ai/emotion's texts have no punctuation, so its
 non-letter share is always 0). A fixed distance threshold is too tight for small windows,
-though: 200 rows drawn from the reference itself already score over 0.1 on text length (30
-histogram bins). So each column's threshold is the larger of the policy's and the 99th
+though: 200 rows drawn from the reference itself already score over 0.1 on text length (Sturges
+bins over both sides). So each column's threshold is the larger of the policy's and the 99th
 percentile of the distance between the reference and bootstrap windows of the same size drawn
 from it: a window passes it by chance once in a hundred runs.
 
@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import distance
 
-from core.store import TrafficWindow
+from core.store import CHUNK_ROWS, TrafficWindow
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class WindowSample:
         return len(self.sample) < self.total_rows
 
 
-def sample_text_chars(policy: DriftPolicy, chunk_rows: int = 5000) -> int:
+def sample_text_chars(policy: DriftPolicy, chunk_rows: int = CHUNK_ROWS) -> int:
     """How much of each text to read: the sample and one chunk in flight stay under
     ``policy.sample_bytes``, so a window of very long texts cannot exhaust memory."""
     return max(64, policy.sample_bytes // (policy.sample_rows + chunk_rows))
@@ -173,6 +173,7 @@ class DriftResult:
     analysed_rows: int
     reference_rows: int
     labelled_rows: int
+    longest_text_chars: int = 0  # of the analysed texts, each read cut to sample_text_chars
     columns: list[ColumnDrift] = field(default_factory=list)
     drifted_share: float | None = None
     emotion_share: dict = field(default_factory=dict)
@@ -217,6 +218,7 @@ class DriftResult:
                 "sampled": self.analysed_rows < self.window_rows,
                 "reference_rows": self.reference_rows,
                 "labelled_rows": self.labelled_rows,
+                "longest_text_chars": self.longest_text_chars,
                 "min_rows": self.policy.min_rows,
             },
             "emotion_share": self.emotion_share,
@@ -382,6 +384,7 @@ def analyse(
         analysed_rows=len(window_data.sample),
         reference_rows=len(reference),
         labelled_rows=window_data.labelled_rows,
+        longest_text_chars=int(window_data.sample[TEXT].str.len().max()) if window_data.total_rows else 0,
         emotion_share={
             "current": share(window_data.emotion_counts),
             "reference": share(reference[EMOTION].value_counts()),

@@ -89,3 +89,24 @@ def test_the_bento_carries_every_package_the_service_imports():
         pattern.split("/")[0] for pattern in yaml.safe_load((ROOT / "bentofile.yaml").read_text())["include"]
     }
     assert {"service", *ALLOWED["service"]} <= included
+
+
+def test_the_cli_starts_light_and_reads_reports_without_torch(tmp_path):
+    """Every command pays the CLI's imports: they stay light, and a reviewer's ``reports list``
+    loads neither torch nor the training stack."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import emotion_ops.cli as cli\n"
+        "print(sorted({'torch', 'mlflow', 'sqlalchemy', 'evidently'} & set(sys.modules)))\n"
+        "cli.app(['reports', 'list'], standalone_mode=False)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {"EMOTION_VAR_DIR": str(tmp_path / "var"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, check=True
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "[]" and "no drift reports yet" in done.stdout and lines[-1] == "False", done.stdout

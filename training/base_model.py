@@ -14,8 +14,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger(__name__)
 
 HUB_BASE_MODEL = "distilbert-base-uncased"
@@ -189,10 +187,11 @@ def convert_minilm_to_distilbert(output_dir: Path) -> Path:
     return output_dir
 
 
-@torch.no_grad()
 def max_hidden_state_difference(converted_dir: Path, sentences: list[str]) -> float:
     """Largest absolute difference between the converted encoder's and the original BERT's
     last hidden states on ``sentences`` (padding positions excluded)."""
+    # torch here, not at import: the CLI imports this module's errors for every command.
+    import torch
     from transformers import AutoTokenizer, BertModel, DistilBertModel
 
     source = minilm_source_dir()
@@ -200,7 +199,10 @@ def max_hidden_state_difference(converted_dir: Path, sentences: list[str]) -> fl
     batch = tokenizer(sentences, padding=True, return_tensors="pt")
     original = BertModel.from_pretrained(source).eval()
     converted = DistilBertModel.from_pretrained(converted_dir).eval()
-    expected = original(**batch).last_hidden_state
-    actual = converted(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    with torch.no_grad():
+        expected = original(**batch).last_hidden_state
+        actual = converted(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
     mask = batch["attention_mask"].bool()
     return float((expected[mask] - actual[mask]).abs().max())

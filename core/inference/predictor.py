@@ -14,7 +14,7 @@ import torch
 from scipy.special import softmax
 
 # The fixed cost of one forward pass, in padded tokens it is worth: more batches beat padding
-# down to about this (measured on random 16-text batches, README, Performance).
+# down to about this (measured on random 16-text batches, docs/performance.md).
 FORWARD_COST_TOKENS = 16
 
 

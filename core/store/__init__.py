@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from core.store.predictions import PredictionStore, TrafficWindow
+from core.store.predictions import CHUNK_ROWS, PredictionStore, TrafficWindow
 from core.store.reports import ReportIndex, ReportNotFound
-from core.store.schema import create_store_engine
+from core.store.schema import create_schema, create_store_engine
 
-__all__ = ["PredictionStore", "ReportIndex", "ReportNotFound", "Store", "TrafficWindow"]
+__all__ = ["CHUNK_ROWS", "PredictionStore", "ReportIndex", "ReportNotFound", "Store", "TrafficWindow"]
 
 
 @dataclass
@@ -40,4 +40,4 @@ class Store:
         return store
 
     def create_schema(self) -> None:
-        self.predictions.create_schema()
+        create_schema(self.engine)

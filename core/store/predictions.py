@@ -11,7 +11,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from core.store.schema import feedback_pending, insert_on_key, metadata, predictions
+from core.store.schema import create_schema, feedback_pending, insert_on_key, predictions
+
+# Rows per chunk a window streams in: the drift sample's byte bound counts one chunk in flight.
+CHUNK_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ class PredictionStore:
         self.engine = engine
 
     def create_schema(self) -> None:
-        """Every table of the store (one schema: the log and the report index together)."""
-        metadata.create_all(self.engine)
+        """Every table of the store, the report index's too (the writer makes them at start)."""
+        create_schema(self.engine)
 
     def insert_many(self, rows: list[dict]) -> None:
         if not rows:
@@ -135,7 +138,7 @@ class PredictionStore:
             return connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
 
     def stream_window(
-        self, window: TrafficWindow, max_chars: int, chunk_rows: int = 5000
+        self, window: TrafficWindow, max_chars: int, chunk_rows: int = CHUNK_ROWS
     ) -> Iterator[tuple[datetime, str, str, float, str | None]]:
         """The window's rows, newest first, as (created_at, text, emotion, confidence,
         feedback_label), streamed in chunks of ``chunk_rows``. Each text is cut to ``max_chars``

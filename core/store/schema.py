@@ -67,6 +67,11 @@ drift_reports = sa.Table(
 )
 
 
+def create_schema(engine: Engine) -> None:
+    """Every table of the store, where missing (one schema: the log and the report index)."""
+    metadata.create_all(engine)
+
+
 def create_store_engine(url: str) -> Engine:
     """An engine for the store, with WAL for SQLite so readers never block the writer."""
     if url.startswith("sqlite:///"):

@@ -244,6 +244,8 @@ def test_queue_bytes_and_spool_size_are_bounded_and_drops_are_counted(tmp_path):
 def test_a_label_for_a_row_not_logged_yet_waits_and_is_applied_when_it_arrives(tmp_path, postgres_store):
     for store in (_sqlite_store(tmp_path), postgres_store):
         row = _row()
+        assert store.record_feedback_or_pending(row["id"], "sadness", keep_hours=1) is None
+        # A second label for the same id before the row arrives replaces the first.
         assert store.record_feedback_or_pending(row["id"], "joy", keep_hours=1) is None
         assert store.pending_feedback_count() == 1
         store.insert_many([row])  # the other worker's queue reaches the database

@@ -48,6 +48,7 @@ def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkey
             assert (row["monitoring_overhead"] is not None) == served
     (drift,) = results["drift"]
     assert drift["rows"] == 300 and drift["analysed_rows"] == 300 and drift["seconds"] > 0
+    assert drift["torch_loaded"] is False  # its peak memory is the drift job's own
     table = (run / "results.md").read_text()
     assert "| case | runtime | precision | clients |" in table and "drift job" in table
     assert (registry / "bench" / "latest.md").read_text() == table

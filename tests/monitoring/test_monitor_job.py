@@ -11,6 +11,8 @@ import json
 import random
 import threading
 import time
+import uuid
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
@@ -18,7 +20,7 @@ import httpx
 import pytest
 
 from core.registry import CHAMPION
-from core.settings import CoreSettings
+from core.settings import CoreSettings, MonitorSettings
 from core.store import ReportIndex, Store
 from core.store.reports import STATUS_ACKNOWLEDGED, STATUS_RETRAIN_TRIGGERED
 from tests.utils.cli import cli, registry_client
@@ -259,3 +261,46 @@ class _Refuser(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def test_a_drift_run_reads_each_text_cut_to_the_sample_byte_bound(registry, tmp_path):
+    """However long the logged texts, the job reads each one cut to its share of
+    EMOTION_DRIFT_SAMPLE_BYTES (in the database, before it is sent)."""
+    from core.store.rows import prediction_row
+    from monitoring.drift import sample_text_chars
+    from monitoring.job import run_drift
+    from monitoring.policy import drift_policy
+
+    settings = MonitorSettings(
+        var_dir=registry,
+        prediction_log_url=f"sqlite:///{tmp_path / 'log.db'}",
+        reports_dir=tmp_path / "reports",
+        drift_sample_rows=100,
+        drift_sample_bytes=100_000,
+        drift_min_rows=1000,  # no Evidently report needed to see what was read
+    )
+    store = Store.open(settings.log_store_url)
+    now = datetime.now(UTC)
+    store.predictions.insert_many(
+        [
+            prediction_row(
+                request_id=str(uuid.uuid4()),
+                created_at=now,
+                model_name=MODEL,
+                model_version="1",
+                text="long " * 2_000,  # 10,000 characters
+                emotion="joy",
+                confidence=0.9,
+                probabilities={},
+                latency_ms=1.0,
+                truncated=True,
+                tokens=32,
+                uncertain=False,
+            )
+            for _ in range(120)
+        ]
+    )
+    result = run_drift(settings, model_version="1", push=False, store=store)
+    counts = result.summary()["counts"]
+    assert counts["window_rows"] == 120 and counts["analysed_rows"] == 100
+    assert counts["longest_text_chars"] == sample_text_chars(drift_policy(settings)) == 64
