@@ -44,8 +44,14 @@ def text_type(max_chars: int):
 
 class EmotionPrediction(BaseModel):
     emotion: str = Field(description="The most likely emotion.")
+    emotions: list[str] = Field(
+        description="The emotions over their thresholds, most probable first; a single-label "
+        "model gives [emotion], so one client reads both kinds of model."
+    )
     confidence: float = Field(description="Probability of that emotion.")
-    all_emotions: dict[str, float] = Field(description="Probability of every emotion.")
+    all_emotions: dict[str, float] = Field(
+        description="Probability of every emotion; a single-label model's sum to 1."
+    )
     uncertain: bool = Field(description="Confidence is under the service's threshold.")
     truncated: bool = Field(description="The text had more tokens than the model reads; the rest was cut.")
     tokens: int = Field(description="Tokens the model read.")

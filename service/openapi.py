@@ -24,7 +24,7 @@ API_KEY_SCHEME = {"type": "apiKey", "in": "header", "name": "x-api-key"}
 # Health, metrics and the docs stay open: probes, Prometheus and a browser carry no key.
 # /ui is a static page: it asks its user for the key and sends it with each request.
 OPEN_PATHS = frozenset(
-    {"/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json", "/docs/init.js", "/ui"}
+    {"/livez", "/readyz", "/healthz", "/metrics", "/", "/docs", "/docs.json", "/docs/init.js", "/ui"}
 )
 JSON_BODY_PATHS = ("/predict", "/predict_batch", "/feedback")
 PLAIN_TEXT_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
@@ -128,12 +128,38 @@ def _error_response(code: str, description: str | None = None) -> dict:
 
 def _declare_inputs(spec: dict, labels: list[str]) -> None:
     """Constraints the service enforces that the generated schemas lack."""
+    _declare_batch_alias(spec)
     feedback = spec["components"]["schemas"].get("Feedback")
     if feedback:
         feedback["properties"]["label"] = {
             "type": "string",
             "enum": list(labels),
             "description": "The true emotion: one of the served model's labels.",
+        }
+
+
+def _declare_batch_alias(spec: dict) -> None:
+    """``/predict_batch`` takes its list as ``texts`` or, for the seed projects' clients, as
+    ``input`` (``service.guard`` renames it): exactly one of the two."""
+    body = spec["paths"].get("/predict_batch", {}).get("post", {}).get("requestBody", {})
+    for media in body.get("content", {}).values():
+        generated = media.get("schema", {})
+        resolved = generated
+        if "$ref" in generated:
+            resolved = spec["components"]["schemas"][generated["$ref"].rsplit("/", 1)[-1]]
+        texts = resolved.get("properties", {}).get("texts")
+        if texts is None:
+            continue
+        media["schema"] = {
+            "oneOf": [
+                {"allOf": [generated, {"not": {"required": ["input"]}}]},
+                {
+                    "type": "object",
+                    "required": ["input"],
+                    "properties": {"input": texts},
+                    "not": {"required": ["texts"]},
+                },
+            ]
         }
 
 

@@ -157,6 +157,7 @@ class EmotionService:
         for text, (model, result) in zip(texts, results, strict=True):
             answer = EmotionPrediction(
                 emotion=result.emotion,
+                emotions=[result.emotion],
                 confidence=result.confidence,
                 all_emotions=result.probabilities,
                 uncertain=result.confidence < self.settings.uncertain_below,
@@ -292,6 +293,11 @@ class EmotionService:
     # tag manager, and its document misses statuses and error bodies (service.openapi).
     @web.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def docs_page(self) -> HTMLResponse:
+        return HTMLResponse(DOCS_PAGE, headers={"content-security-policy": DOCS_POLICY})
+
+    @web.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs_page_at_docs(self) -> HTMLResponse:
+        """The same page where FastAPI users look for it."""
         return HTMLResponse(DOCS_PAGE, headers={"content-security-policy": DOCS_POLICY})
 
     @web.get("/docs/init.js", include_in_schema=False)

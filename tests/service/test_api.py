@@ -47,6 +47,25 @@ def test_predict_batch_gives_one_unique_id_per_text(service_url):
     assert len({r["request_id"] for r in results}) == 3
 
 
+def test_the_seed_projects_clients_work_unchanged(service_url):
+    """``{"input": [...]}`` as their batch body, ``emotions`` as the list of emotions, and the
+    interactive docs at /docs, where FastAPI users look."""
+    texts = ["i am so angry and mad", "i feel scared"]
+    by_input = post(service_url, "/predict_batch", {"input": texts})
+    assert by_input.status_code == 200, by_input.text
+    assert [(r["emotion"], r["emotions"]) for r in by_input.json()] == [
+        ("anger", ["anger"]),
+        ("fear", ["fear"]),
+    ]
+    both = post(service_url, "/predict_batch", {"texts": texts, "input": texts})
+    assert both.status_code == 400 and "not both" in both.json()["error"]
+    empty = post(service_url, "/predict_batch", {"input": []})
+    assert empty.status_code == 400 and "at least 1 item" in json.dumps(empty.json())
+    docs = httpx.get(service_url + "/docs")
+    assert docs.status_code == 200 and docs.text == httpx.get(service_url + "/").text
+    assert "swagger-ui" in docs.text
+
+
 def test_long_text_is_truncated_and_says_so(service_url):
     body = post(service_url, "/predict", {"text": "i feel very happy " * 40}).json()
     assert body["truncated"] is True
