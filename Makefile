@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up test bench soak lint format clean
+.PHONY: setup up test bench bench-loop soak lint format clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ up: setup
 # Benchmark of the champion (run `make up` first): tables in var/bench/latest.md.
 bench: setup
 	$(BIN)/emotion-ops bench
+
+# The monitoring loop, measured: 2,000 GoEmotions comments with feedback, one monitor cycle,
+# the champion before and after (run `make up` first; it promotes a retrained model).
+bench-loop: setup
+	$(BIN)/emotion-ops bench loop
 
 # 10 minutes at 32 clients on PostgreSQL with the database stopped for 60 s mid-run (run
 # `make up` first; it stops and starts this machine's PostgreSQL): var/soak/results.md.

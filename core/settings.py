@@ -95,11 +95,19 @@ class TrainingSettings(CoreSettings):
     data: str | None = Field(
         default=None,
         validation_alias=AliasChoices("EMOTION_DATA_DIR", "EMOTION_DATA"),
-        description="A folder of train/validation/test files, or a hub dataset id.",
+        description="A folder of split files or a hub dataset id; several joined with commas.",
     )
     base_model: str = Field(
         default="auto",
         description="'auto', 'minilm-offline', a hub id or a local folder.",
+    )
+    label_set: str | None = Field(
+        default=None,
+        description="Map every source's labels onto 'six' or 'ekman' (training/label_sets.json); "
+        "default: GoEmotions sources go through 'six', others keep their labels.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where training and evaluation run: the GPU when there is one."
     )
 
     promotion_tolerance: float = Field(

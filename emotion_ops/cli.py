@@ -38,10 +38,30 @@ DataOption = Annotated[
     str | None,
     typer.Option(
         "--data",
-        help="Folder of train/validation/test files (CSV, JSONL or text;label), or a hub id. "
+        help="Folder of train/validation/test files (CSV, JSONL or text;label), a GoEmotions folder "
+        "(labels.txt and TSVs), or a hub id; several joined with commas (data/emotion,data/goemotions). "
         "Default: EMOTION_DATA_DIR, else data/emotion, else ../shared/data/emotion, else dair-ai/emotion.",
     ),
 ]
+LabelSetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--label-set",
+        help="Map every source's labels onto 'six' (dair-ai/emotion's) or 'ekman' (GoEmotions' grouping "
+        "plus neutral); the mapping is training/label_sets.json. Default: EMOTION_LABEL_SET, else GoEmotions "
+        "sources go through 'six' and others keep their labels.",
+    ),
+]
+
+
+def _training_settings(label_set: str | None = None) -> TrainingSettings:
+    settings = TrainingSettings()
+    if label_set is not None:
+        from training.label_sets import label_set_named
+
+        label_set_named(label_set)  # an unknown name stops here, with the names there are
+        settings = settings.model_copy(update={"label_set": label_set})
+    return settings
 
 
 def _quiet_libraries() -> None:
@@ -80,6 +100,7 @@ def _user_errors(command):
 @_user_errors
 def train(
     data: DataOption = None,
+    label_set: LabelSetOption = None,
     base_model: Annotated[
         str | None,
         typer.Option(
@@ -125,7 +146,7 @@ def train(
     }
     config = PROFILES[profile].model_copy(update={k: v for k, v in overrides.items() if v is not None})
     config = type(config).model_validate(config.model_dump())  # re-check overridden values
-    settings = TrainingSettings()
+    settings = _training_settings(label_set)
     outcome = train_and_register(
         settings, config, data, base_model, with_baseline=baseline, progress=progress
     )
@@ -138,10 +159,13 @@ def _print_training(outcome) -> None:
         f"registered {outcome.model_name} version {outcome.model_version} as 'challenger' "
         f"(run {outcome.run_id}, base {outcome.base_model.name} [{outcome.base_model.origin}])"
     )
-    typer.echo(
-        f"  test accuracy {test.accuracy:.4f}  macro-F1 {test.macro_f1:.4f}  "
-        f"training {outcome.train_seconds:.0f} s"
-    )
+    trained = f"  training {outcome.train_seconds:.0f} s on {outcome.device}" if outcome.train_seconds else ""
+    typer.echo(f"  test accuracy {test.accuracy:.4f}  macro-F1 {test.macro_f1:.4f}{trained}")
+    for source, scores in outcome.test_by_source.items():
+        typer.echo(
+            f"  {source}: test accuracy {scores['accuracy']:.4f}  macro-F1 {scores['macro_f1']:.4f}  "
+            f"({scores['rows']} rows)"
+        )
     typer.echo("  per-class F1: " + "  ".join(f"{k} {v['f1']:.3f}" for k, v in test.per_class.items()))
     if outcome.baseline:
         typer.echo(
@@ -152,8 +176,28 @@ def _print_training(outcome) -> None:
 
 @app.command()
 @_user_errors
+def register(
+    source: Annotated[
+        str, typer.Argument(help="A transformers sequence-classification model: a local folder or a hub id.")
+    ],
+    data: DataOption = None,
+    label_set: LabelSetOption = None,
+    max_length: Annotated[int, typer.Option(min=8, help="Tokens the model reads per text.")] = 128,
+) -> None:
+    """Bring an existing fine-tuned model behind the gate: score it on the test split, give it a
+    reference sample and a model card, and register it with alias 'challenger'."""
+    _quiet_libraries()
+    from training.register import register_model
+
+    outcome = register_model(_training_settings(label_set), source, data, max_length)
+    _print_training(outcome)
+
+
+@app.command()
+@_user_errors
 def promote(
     data: DataOption = None,
+    label_set: LabelSetOption = None,
     tolerance: Annotated[
         float | None, typer.Option(help="Allowed macro-F1 drop vs the champion (0.005 = 0.5 pt).")
     ] = None,
@@ -166,7 +210,7 @@ def promote(
     _quiet_libraries()
     from training.promote import promote as run_promotion
 
-    result = run_promotion(TrainingSettings(), data, tolerance, floor)
+    result = run_promotion(_training_settings(label_set), data, tolerance, floor)
     verdict = "PROMOTED" if result.decision.passed else "REFUSED"
     typer.echo(f"{verdict}: version {result.challenger_version}: {result.decision.reason}")
     if result.decision.passed:
@@ -257,6 +301,7 @@ def serve() -> None:
 @_user_errors
 def up(
     data: DataOption = None,
+    label_set: LabelSetOption = None,
     profile: Annotated[str, typer.Option(help="Training profile when no champion exists yet.")] = "quick",
     serve: Annotated[bool, typer.Option(help="Start the service once a champion exists.")] = True,
 ) -> None:
@@ -268,7 +313,7 @@ def up(
     from training.promote import promote as run_promotion
     from training.train import PROFILES
 
-    settings = TrainingSettings()
+    settings = _training_settings(label_set)
     champion = version_by_alias(connect(settings), settings.model_name, CHAMPION)
     if champion is None:
         typer.echo(f"no champion in {settings.registry_uri}: training one ({profile} profile)")
@@ -523,9 +568,16 @@ def retrain(
     typer.echo(retrain_and_promote(settings, store.predictions, progress=progress))
 
 
-@app.command()
+bench_app = typer.Typer(
+    help="Benchmarks: the service under load (no subcommand), or the monitoring loop ('loop').",
+)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
 @_user_errors
 def bench(
+    ctx: typer.Context,
     requests: Annotated[int, typer.Option(min=1, help="Requests per case and concurrency level.")] = 1000,
     concurrency: Annotated[
         str, typer.Option(help="Comma-separated client counts of the closed-loop load.")
@@ -541,6 +593,8 @@ def bench(
     """Benchmark the champion: in-process ceiling, a FastAPI baseline, and the BentoML service
     (PyTorch and ONNX Runtime, fp32 and int8, monitoring off) under closed-loop load; the drift
     job on large windows."""
+    if ctx.invoked_subcommand:
+        return
     _quiet_libraries()
     from emotion_ops.bench import run
 
@@ -568,6 +622,38 @@ def bench(
     )
     typer.echo((output / "results.md").read_text())
     typer.echo(f"results: {output / 'results.json'}")
+
+
+@bench_app.command("loop")
+@_user_errors
+def bench_loop(
+    comments: Annotated[
+        int, typer.Option(min=10, help="GoEmotions train comments replayed with their labels.")
+    ] = 2000,
+    goemotions: Annotated[
+        str | None,
+        typer.Option(
+            help="GoEmotions folder (labels.txt, train.tsv, dev.tsv); "
+            "default: data/goemotions, else beside the checkout."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Which comments are replayed.")] = 0,
+) -> None:
+    """The loop, measured: replay GoEmotions comments with feedback through the served champion, run
+    the monitor once (drift, policy, retrain, gate, promotion), and score the champion before and after
+    on GoEmotions dev and the dair-ai test split."""
+    _quiet_libraries()
+    from emotion_ops.loop_bench import default_goemotions, run
+
+    folder = goemotions or default_goemotions()
+    if folder is None or not (Path(folder) / "labels.txt").is_file():
+        where = f"at {folder}" if folder else "in data/goemotions or beside the checkout"
+        raise ValueError(
+            f"no GoEmotions folder {where}: pass --goemotions DIR (labels.txt, train.tsv, dev.tsv)"
+        )
+    output = run(MonitorSettings(), folder, comments=comments, seed=seed, progress=typer.echo)
+    typer.echo((output / "loop.md").read_text())
+    typer.echo(f"results: {output / 'loop.json'}")
 
 
 @app.command()

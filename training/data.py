@@ -1,19 +1,30 @@
-"""Load the emotion dataset from a folder of split files or from the hub.
+"""Load the emotion dataset from a folder of split files, from the hub, or from several at once.
 
 A folder holds one file per split (``train``, ``validation`` or ``val``, ``test``) as CSV
 (``text,label``), JSONL (``{"text": ..., "label": ...}``) or the original ``text;label`` txt
 layout. Labels may be names or dair-ai/emotion's integer ids. Labels are sorted by name so that
 the id order is deterministic whatever order the data lists them in.
+
+A GoEmotions folder (``labels.txt`` and ``train.tsv``/``dev.tsv``/``test.tsv``: text, comma-
+separated label ids, comment id) is read too. Its 28 labels go through a label set
+(``training.label_sets``: ``six`` by default, or ``ekman``); without a ``test.tsv`` (the official
+test split is often kept aside) ``dev`` is the test split and validation is carved from train.
+
+Several sources join with commas (``data/emotion,data/goemotions``): each row keeps its source in
+a ``source`` column, and ``EmotionDataset.summary`` counts rows and dropped rows per source.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from training.label_sets import LabelSet, label_set_named
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE_STEMS = {
@@ -24,6 +35,10 @@ SPLIT_FILE_STEMS = {
 FILE_SUFFIXES = (".csv", ".jsonl", ".txt")
 # The hub's ClassLabel order for dair-ai/emotion: files that give integer labels use these ids.
 HUB_LABEL_NAMES = ("sadness", "joy", "love", "anger", "fear", "surprise")
+GOEMOTIONS_LABELS_FILE = "labels.txt"
+# A GoEmotions source without the label set named: our six emotions.
+GOEMOTIONS_DEFAULT_LABEL_SET = "six"
+VALIDATION_SHARE = 0.1  # carved from train where a source has no validation split of its own
 _MAX_ROWS_IN_MESSAGE = 5
 
 
@@ -38,6 +53,9 @@ class EmotionDataset:
     splits: dict[str, pd.DataFrame]
     labels: tuple[str, ...]
     source: str
+    # The label set the sources' labels went through (name, why, one table per source kind).
+    label_set: dict | None = None
+    summary: dict = field(default_factory=dict)  # per source: rows per split, rows dropped
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -59,33 +77,29 @@ def load_emotion_dataset(
     source: str | Path,
     splits: Iterable[str] = SPLITS,
     label_names: tuple[str, ...] = HUB_LABEL_NAMES,
+    label_set: str | None = None,
 ) -> EmotionDataset:
-    """Load the given splits from a folder or a hub dataset id and check them.
+    """Load the given splits from a folder, a hub dataset id, or several joined with commas,
+    and check them.
 
     ``label_names`` maps integer labels to names (dair-ai/emotion's order by default).
-    The label set is taken from ``train`` when it is loaded, and every other split must stay
-    inside it.
+    ``label_set`` (``six``, ``ekman``) maps every source's labels onto one set; without it a
+    GoEmotions source goes through ``six`` and other sources keep their labels. The label set is
+    taken from ``train`` when it is loaded, and every other split must stay inside it.
     """
     splits = tuple(splits)
     unknown_splits = set(splits) - set(SPLITS)
     if unknown_splits:
         raise DataError(f"unknown split(s) {sorted(unknown_splits)}; choose from {list(SPLITS)}")
-    path = Path(source).expanduser()
-    if path.is_dir():
-        raw = {split: _read_split_file(_find_split_file(path, split)) for split in splits}
-        source_name = str(path.resolve())
-    elif path.exists():
-        raise DataError(f"{path} is a file; give the folder that holds the split files")
-    elif _looks_like_hub_id(str(source)):
-        raw, label_names = _load_from_hub(str(source), splits)
-        source_name = str(source)
-    else:
-        raise DataError(
-            f"data folder {path} does not exist; set EMOTION_DATA_DIR or pass --data "
-            f"(a folder of train/validation/test files, or a hub id like dair-ai/emotion)"
-        )
+    chosen = label_set_named(label_set) if label_set else None
+    parts = [part.strip() for part in str(source).split(",") if part.strip()]
+    if not parts:
+        raise DataError("no data source given; pass --data or set EMOTION_DATA_DIR")
+    loaded = [_load_source(part, splits, label_names, chosen) for part in parts]
+    frames = {split: pd.concat([part[0][split] for part in loaded], ignore_index=True) for split in splits}
+    used = {part[2].name: part[2] for part in loaded if part[2] is not None}
+    kinds = {part[3]["kind"] for part in loaded if part[2] is not None}
 
-    frames = {split: _normalise(frame, split, label_names) for split, frame in raw.items()}
     reference_split = "train" if "train" in frames else splits[0]
     labels = tuple(sorted(frames[reference_split]["label"].unique()))
     if len(labels) < 2:
@@ -97,7 +111,102 @@ def load_emotion_dataset(
                 f"split '{split}' has label(s) {unknown} that '{reference_split}' does not; "
                 f"known labels: {list(labels)}"
             )
-    return EmotionDataset(splits=frames, labels=labels, source=source_name)
+    return EmotionDataset(
+        splits=frames,
+        labels=labels,
+        source=" + ".join(part[1] for part in loaded),
+        label_set=next(iter(used.values())).card(kinds) if len(used) == 1 else None,
+        summary={part[1]: part[3] for part in loaded},
+    )
+
+
+def _load_source(
+    source: str, splits: tuple[str, ...], label_names: tuple[str, ...], label_set: LabelSet | None
+) -> tuple[dict[str, pd.DataFrame], str, LabelSet | None, dict]:
+    """One source's splits (text, label, source), its name, the label set used and its counts."""
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / GOEMOTIONS_LABELS_FILE).is_file():
+        return _load_goemotions(path, splits, label_set or label_set_named(GOEMOTIONS_DEFAULT_LABEL_SET))
+    if path.is_dir():
+        raw = {split: _read_split_file(_find_split_file(path, split)) for split in splits}
+        source_name = str(path.resolve())
+    elif path.exists():
+        raise DataError(f"{path} is a file; give the folder that holds the split files")
+    elif _looks_like_hub_id(source):
+        raw, label_names = _load_from_hub(source, splits)
+        source_name = source
+    else:
+        raise DataError(
+            f"data folder {path} does not exist; set EMOTION_DATA_DIR or pass --data "
+            f"(a folder of train/validation/test files, or a hub id like dair-ai/emotion)"
+        )
+    frames = {split: _normalise(frame, split, label_names) for split, frame in raw.items()}
+    summary = {"kind": "emotion", "rows": {split: len(frame) for split, frame in frames.items()}}
+    if label_set is not None:
+        frames, dropped = label_set.apply_single(frames, "emotion")
+        summary = {**summary, "rows": {split: len(frame) for split, frame in frames.items()}, **dropped}
+    frames = {split: frame.assign(source=source_name) for split, frame in frames.items()}
+    return frames, source_name, label_set, summary
+
+
+def _load_goemotions(
+    folder: Path, splits: tuple[str, ...], label_set: LabelSet
+) -> tuple[dict[str, pd.DataFrame], str, LabelSet, dict]:
+    """GoEmotions' TSV layout: ``dev`` is the test split unless a ``test.tsv`` is there, and
+    validation is then carved from train (a fixed seed, so every run splits alike)."""
+    names = [
+        line.strip() for line in (folder / GOEMOTIONS_LABELS_FILE).read_text().splitlines() if line.strip()
+    ]
+    has_test = (folder / "test.tsv").is_file()
+    files = {
+        "train": "train",
+        "validation": "dev" if has_test else None,
+        "test": "test" if has_test else "dev",
+    }
+    raw: dict[str, pd.DataFrame] = {}
+    needed = set(splits) | ({"train"} if "validation" in splits and not has_test else set())
+    for split in needed:
+        stem = files[split]
+        if stem is not None:
+            raw[split] = _read_goemotions_tsv(folder / f"{stem}.tsv", names)
+    if "validation" in needed and files["validation"] is None:
+        train = raw["train"]
+        carved = train.sample(frac=VALIDATION_SHARE, random_state=0)
+        raw["validation"] = carved.reset_index(drop=True)
+        raw["train"] = train.drop(carved.index).reset_index(drop=True)
+    raw = {split: raw[split] for split in splits}
+    frames, dropped = label_set.apply_multi(raw, "goemotions")
+    source_name = str(folder.resolve())
+    summary = {
+        "kind": "goemotions",
+        "label_set": label_set.name,
+        "rows": {split: len(frame) for split, frame in frames.items()},
+        **dropped,
+    }
+    frames = {split: frame.assign(source=source_name) for split, frame in frames.items()}
+    return frames, source_name, label_set, summary
+
+
+def _read_goemotions_tsv(path: Path, names: list[str]) -> pd.DataFrame:
+    """Rows of (text, tuple of label names); a line that is not text<TAB>ids<TAB>id stops with its number."""
+    if not path.is_file():
+        raise DataError(f"missing {path.name} in {path.parent} (GoEmotions layout: train.tsv, dev.tsv)")
+    rows = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        for number, fields in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if not fields:
+                continue
+            try:
+                text, ids = fields[0], fields[1]
+                labels = tuple(names[int(index)] for index in ids.split(","))
+            except (IndexError, ValueError):
+                raise DataError(
+                    f"{path}:{number}: expected text<TAB>label ids (0..{len(names) - 1}, comma-separated)"
+                    f"<TAB>comment id, got {chr(9).join(fields)[:80]!r}"
+                ) from None
+            if text.strip():
+                rows.append((text.strip(), labels))
+    return pd.DataFrame(rows, columns=["text", "labels"])
 
 
 def _looks_like_hub_id(source: str) -> bool:

@@ -6,10 +6,11 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from core.artifact import (
@@ -26,7 +27,7 @@ from training.base_model import BaseModel, resolve_base_model
 from training.baseline import BASELINE_PARAMS, train_baseline
 from training.data import EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation, evaluate, plot_confusion_matrix
-from training.train import TrainingConfig, fine_tune
+from training.train import TrainingConfig, fine_tune, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class TrainingOutcome:
     evaluation: Evaluation
     baseline: Evaluation | None
     train_seconds: float
+    test_by_source: dict[str, dict] = field(default_factory=dict)
+    device: str = "cpu"
 
 
 def train_and_register(
@@ -56,7 +59,10 @@ def train_and_register(
 
     ``dataset`` lets a caller (retraining) pass data it has assembled itself.
     """
-    dataset = dataset or load_emotion_dataset(data_source or settings.resolve_data_source())
+    dataset = dataset or load_emotion_dataset(
+        data_source or settings.resolve_data_source(), label_set=settings.label_set
+    )
+    device = resolve_device(settings.device)  # before any work: a missing GPU stops here
     base = resolve_base_model(base_model_spec or settings.base_model, settings.base_model_cache)
     client = connect(settings)
     experiment_id = ensure_experiment(client, settings)
@@ -65,8 +71,16 @@ def train_and_register(
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"distilbert-{base.origin}") as run:
         mlflow.set_tags(
-            {"model_kind": "distilbert", "base_model": base.name, "base_model_origin": base.origin}
+            {
+                "model_kind": "distilbert",
+                "base_model": base.name,
+                "base_model_origin": base.origin,
+                "device": str(device),
+            }
         )
+        mlflow.log_dict(dataset.summary, "dataset_summary.json")
+        if dataset.label_set:
+            mlflow.log_dict(dataset.label_set, "label_set.json")
         mlflow.log_params(
             {
                 **config.model_dump(),
@@ -74,6 +88,8 @@ def train_and_register(
                 "base_model_origin": base.origin,
                 "base_model_path": base.path,
                 "data_source": dataset.source,
+                "label_set": (dataset.label_set or {}).get("name", "none"),
+                "device": str(device),
                 "labels": ",".join(dataset.labels),
                 **{f"n_{split}": len(frame) for split, frame in dataset.splits.items()},
             }
@@ -84,6 +100,7 @@ def train_and_register(
             config,
             progress=progress,
             on_eval=lambda step, metrics: mlflow.log_metrics(metrics, step=step),
+            device=device,
         )
         predictor = EmotionPredictor(
             result.model,
@@ -91,37 +108,20 @@ def train_and_register(
             max_length=config.max_length,
             batch_size=config.eval_batch_size,
         )
-        test = evaluate(
-            dataset.label_ids("test"),
-            predictor.predict_proba(dataset.texts("test")).argmax(axis=1),
-            dataset.labels,
-        )
         mlflow.log_metrics(
             {
-                **test.metrics("test_"),
                 "train_seconds": result.train_seconds,
                 "train_steps": result.steps,
                 "best_val_macro_f1": result.best_val_macro_f1,
                 "best_step": result.best_step,
             }
         )
+        version, test, by_source = evaluate_and_register(
+            settings, client, predictor, dataset, config, base, str(device), "DistilBERT fine-tuned"
+        )
         if baseline is not None:
             mlflow.log_metric("test_macro_f1_minus_baseline", test.macro_f1 - baseline.macro_f1)
 
-        with tempfile.TemporaryDirectory() as scratch:
-            scratch = Path(scratch)
-            _log_evaluation(test, scratch, "DistilBERT fine-tuned")
-            version = _log_and_register(settings, predictor, dataset, config, base, test, scratch)
-
-    client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
-    for key, value in {
-        "base_model": base.name,
-        "base_model_origin": base.origin,
-        "test_accuracy": f"{test.accuracy:.4f}",
-        "test_macro_f1": f"{test.macro_f1:.4f}",
-        "data_source": dataset.source,
-    }.items():
-        client.set_model_version_tag(settings.model_name, version, key, value)
     return TrainingOutcome(
         run_id=run.info.run_id,
         model_name=settings.model_name,
@@ -130,6 +130,8 @@ def train_and_register(
         evaluation=test,
         baseline=baseline,
         train_seconds=result.train_seconds,
+        test_by_source=by_source,
+        device=str(device),
     )
 
 
@@ -148,6 +150,54 @@ def _run_baseline(dataset: EmotionDataset, experiment_id: str, seed: int) -> Eva
         return test
 
 
+def evaluate_and_register(
+    settings: TrainingSettings,
+    client,
+    predictor: EmotionPredictor,
+    dataset: EmotionDataset,
+    config: TrainingConfig,
+    base: BaseModel,
+    device: str,
+    title: str,
+) -> tuple[str, Evaluation, dict[str, dict]]:
+    """Inside the active run: score ``predictor`` on the test split (overall and per source),
+    log it, register it as a new version with its card and reference sample, and point
+    ``challenger`` at it. Labels are matched by name, so a model brought from elsewhere may
+    order them its own way."""
+    predicted = predictor.predict_proba(dataset.texts("test")).argmax(axis=1)
+    label2id = dataset.label2id
+    predicted_ids = np.array([label2id.get(predictor.labels[i], -1) for i in predicted])
+    test = evaluate(dataset.label_ids("test"), predicted_ids, dataset.labels)
+    by_source = _scores_by_source(dataset, predicted_ids)
+    mlflow.log_metrics(
+        {
+            **test.metrics("test_"),
+            **{
+                f"test_{metric}_{name}": value
+                for name, scores in by_source.items()
+                for metric, value in scores.items()
+                if metric != "rows"
+            },
+        }
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        _log_evaluation(test, scratch, title)
+        version = _log_and_register(
+            settings, predictor, dataset, config, base, test, scratch, by_source, device
+        )
+    client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
+    for key, value in {
+        "base_model": base.name,
+        "base_model_origin": base.origin,
+        "test_accuracy": f"{test.accuracy:.4f}",
+        "test_macro_f1": f"{test.macro_f1:.4f}",
+        "data_source": dataset.source,
+    }.items():
+        client.set_model_version_tag(settings.model_name, version, key, value)
+    return version, test, by_source
+
+
 def _log_evaluation(evaluation: Evaluation, scratch: Path, title: str) -> None:
     (scratch / "evaluation_test.json").write_text(json.dumps(evaluation.to_dict(), indent=2))
     mlflow.log_artifact(str(scratch / "evaluation_test.json"))
@@ -162,6 +212,8 @@ def _log_and_register(
     base: BaseModel,
     test: Evaluation,
     scratch: Path,
+    test_by_source: dict[str, dict],
+    device: str,
 ) -> str:
     import tokenizers
     import torch
@@ -179,8 +231,14 @@ def _log_and_register(
         "max_length": config.max_length,
         "base_model": {"name": base.name, "origin": base.origin},
         "data_source": dataset.source,
-        "training_config": config.model_dump(),
+        "data": dataset.summary,
+        # How the sources' labels became these labels (None: they are the sources' own).
+        "label_set": dataset.label_set,
+        # A model brought from elsewhere (emotion-ops register) was not trained with this config.
+        "training_config": None if base.origin == "registered" else config.model_dump(),
+        "training_device": device,
         "test": test.to_dict(),
+        "test_by_source": test_by_source,
     }
     (scratch / MODEL_CARD).write_text(json.dumps(card, indent=2))
 
@@ -207,6 +265,24 @@ def _log_and_register(
         registered_model_name=settings.model_name,
     )
     return str(info.registered_model_version)
+
+
+def _scores_by_source(dataset: EmotionDataset, predicted) -> dict[str, dict]:
+    """Test accuracy and macro-F1 of each source on its own (a joined dataset's test split mixes
+    them; each source's own figure says whether one was learned at the other's cost)."""
+    test = dataset.splits["test"]
+    if "source" not in test or test["source"].nunique() < 2:
+        return {}
+    truth = dataset.label_ids("test")
+    scores = {}
+    for source, rows in test.groupby("source").indices.items():
+        result = evaluate([truth[i] for i in rows], predicted[rows], dataset.labels)
+        scores[Path(source).name] = {
+            "rows": len(rows),
+            "accuracy": result.accuracy,
+            "macro_f1": result.macro_f1,
+        }
+    return scores
 
 
 def _reference_sample(

@@ -109,7 +109,7 @@ def promote(
 
     if gate_sets is None:
         dataset = dataset or load_emotion_dataset(
-            data_source or settings.resolve_data_source(), splits=("test",)
+            data_source or settings.resolve_data_source(), splits=("test",), label_set=settings.label_set
         )
         gate_sets = {"test split": dataset}
     challenger_bundle = download_version(client, settings, challenger)

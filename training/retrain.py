@@ -48,10 +48,11 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
     """
     known = feedback["label"].isin(base.labels)
     dropped = int((~known).sum())
-    feedback = feedback[known].sort_values("feedback_at")
+    feedback = feedback[known].sort_values("feedback_at").assign(source="feedback")
     holdout_count = round(len(feedback) * holdout_share)
-    holdout = feedback.iloc[len(feedback) - holdout_count :][["text", "label"]] if holdout_count else None
-    learn = feedback.iloc[: len(feedback) - holdout_count][["text", "label"]]
+    columns = ["text", "label", "source"]
+    holdout = feedback.iloc[len(feedback) - holdout_count :][columns] if holdout_count else None
+    learn = feedback.iloc[: len(feedback) - holdout_count][columns]
 
     gate_test = pd.concat([base.splits["test"], holdout], ignore_index=True)  # concat skips None
     gate_test = gate_test.drop_duplicates(subset="text", keep="first").reset_index(drop=True)
@@ -72,7 +73,19 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
             splits={"test": holdout_set}, labels=base.labels, source="held-out feedback"
         )
     return RetrainData(
-        dataset=EmotionDataset(splits=splits, labels=base.labels, source=source),
+        dataset=EmotionDataset(
+            splits=splits,
+            labels=base.labels,
+            source=source,
+            label_set=base.label_set,
+            summary={
+                **base.summary,
+                "feedback": {
+                    "kind": "feedback",
+                    "rows": {"train": len(learn), "test": 0 if holdout is None else len(holdout)},
+                },
+            },
+        ),
         gate_set=EmotionDataset(splits={"test": gate_test}, labels=base.labels, source=source),
         feedback_train_rows=len(learn),
         feedback_holdout_rows=0 if holdout is None else len(holdout),
@@ -93,7 +106,7 @@ def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, prog
         raise ValueError(f"EMOTION_RETRAIN_CONFIG has unknown training option(s) {unknown}")
     config = profile.model_copy(update=settings.retrain_config)
     config = type(config).model_validate(config.model_dump())
-    base = load_emotion_dataset(settings.resolve_data_source())
+    base = load_emotion_dataset(settings.resolve_data_source(), label_set=settings.label_set)
     data = assemble_retrain_data(
         base, store.feedback_rows(settings.model_name), settings.retrain_holdout_share
     )

@@ -76,17 +76,34 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_device(requested: str) -> torch.device:
+    """``auto``: the CUDA GPU when there is one, else the CPU; ``cuda`` without a GPU is an error
+    that says so (not a silent fall back to hours on the CPU)."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "EMOTION_DEVICE=cuda, but torch sees no CUDA GPU (this torch build: "
+            f"{torch.__version__}); use EMOTION_DEVICE=auto or cpu, or install a CUDA build of torch"
+        )
+    return torch.device(requested)
+
+
 def fine_tune(
     base_model_path: str,
     dataset: EmotionDataset,
     config: TrainingConfig,
     progress: bool = True,
     on_eval=None,
+    device: torch.device | None = None,
 ) -> FineTuneResult:
     """Fine-tune on ``train`` with early stopping on validation macro-F1; returns the best model.
 
     ``on_eval(step, metrics)`` is called after each validation pass (MLflow logging hooks in).
+    On a CUDA ``device`` the forward runs in mixed precision (bf16 where the GPU has it, else
+    fp16 with loss scaling); the returned model is back on the CPU, where it is saved and served.
     """
+    device = device or torch.device("cpu")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     set_seed(config.seed)
@@ -98,7 +115,10 @@ def fine_tune(
         num_labels=len(dataset.labels),
         id2label=dataset.id2label,
         label2id=dataset.label2id,
-    )
+    ).to(device)
+    on_gpu = device.type == "cuda"
+    half = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and half == torch.float16)
 
     texts = dataset.texts("train")
     labels = dataset.label_ids("train")
@@ -107,9 +127,8 @@ def fine_tune(
         texts = [texts[i] for i in keep]
         labels = [labels[i] for i in keep]
     encoded = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
-    loss_function = torch.nn.CrossEntropyLoss(
-        weight=class_weights(labels, len(dataset.labels), config.class_weighting)
-    )
+    weights = class_weights(labels, len(dataset.labels), config.class_weighting)
+    loss_function = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
 
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = max(1, round(steps_per_epoch * config.epochs))
@@ -142,12 +161,17 @@ def fine_tune(
         for batch_indices in _length_grouped_batches(encoded, config.batch_size, rng):
             model.train()
             input_ids, attention_mask = pad_batch([encoded[i] for i in batch_indices], tokenizer.pad_token_id)
-            target = torch.tensor([labels[i] for i in batch_indices])
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-            loss = loss_function(logits, target)
-            loss.backward()
+            target = torch.tensor([labels[i] for i in batch_indices], device=device)
+            with torch.autocast(device.type, dtype=half, enabled=on_gpu):
+                logits = model(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+                ).logits
+                loss = loss_function(logits.float(), target)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -190,7 +214,7 @@ def fine_tune(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model = model.to("cpu").eval()
     return FineTuneResult(
         model=model,
         tokenizer=tokenizer,

@@ -9,9 +9,10 @@ from core.settings import CoreSettings
 from emotion_ops.cli import app
 
 
-def cli(*args: str):
-    """Invoke a command; any exception other than the CLI's own exit fails the test."""
-    result = CliRunner().invoke(app, list(args))
+def cli(*args: str, env: dict[str, str] | None = None):
+    """Invoke a command (``env``: extra environment for it); any exception other than the CLI's
+    own exit fails the test."""
+    result = CliRunner().invoke(app, list(args), env=env)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result
 

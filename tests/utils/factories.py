@@ -76,3 +76,35 @@ def write_tiny_dataset(folder: Path, train: int = 240, validation: int = 60, tes
     for split, count, seed in (("train", train, 1), ("validation", validation, 2), ("test", test, 3)):
         tiny_rows(count, seed).to_csv(folder / f"{split}.csv", index=False)
     return folder
+
+
+# GoEmotions' label ids, in its labels.txt order (27 = neutral).
+GOEMOTIONS_LABELS = (
+    *("admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion"),
+    *("curiosity", "desire", "disappointment", "disapproval", "disgust", "embarrassment"),
+    *("excitement", "fear", "gratitude", "grief", "joy", "love", "nervousness", "optimism"),
+    *("pride", "realization", "relief", "remorse", "sadness", "surprise", "neutral"),
+)
+
+
+def _ids(*names: str) -> str:
+    return ",".join(str(GOEMOTIONS_LABELS.index(name)) for name in names)
+
+
+def write_goemotions(folder: Path, rows: int = 40) -> Path:
+    """A tiny GoEmotions folder: each six-emotion cue row once by its own name, once by a close
+    label, plus rows that map to nothing (neutral) or to two emotions (joy and sadness)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "labels.txt").write_text("\n".join(GOEMOTIONS_LABELS) + "\n")
+    close = {"anger": "annoyance", "fear": "nervousness", "joy": "amusement", "love": "caring",
+             "sadness": "grief", "surprise": "realization"}  # fmt: skip
+    for stem, seed in (("train", 1), ("dev", 2)):
+        lines = []
+        for index, row in enumerate(tiny_rows(rows, seed).itertuples()):
+            label = row.label if index % 2 else close[row.label]
+            lines.append(f"{row.text} reddit\t{_ids(label)}\tid{stem}{index}")
+        lines.append(f"nothing much {stem}\t{_ids('neutral')}\tn{stem}")
+        lines.append(f"happy yet sad {stem}\t{_ids('joy', 'sadness')}\ta{stem}")
+        lines.append(f"glad and amused {stem}\t{_ids('joy', 'amusement')}\tb{stem}")  # both joy: kept
+        (folder / f"{stem}.tsv").write_text("\n".join(lines) + "\n")
+    return folder

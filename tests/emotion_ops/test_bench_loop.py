@@ -1,0 +1,62 @@
+"""``emotion-ops bench loop`` end to end on the tiny model and a tiny GoEmotions folder: the real
+service, real feedback, one real monitor cycle with a retrain; the tables are written (no timing
+asserts)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.utils.cli import cli
+from tests.utils.factories import TINY_TRAINING, write_goemotions
+
+
+def test_the_loop_bench_replays_feedback_retrains_and_scores_before_and_after(
+    isolated_env, registry, tiny_data, tiny_base_model, tmp_path, monkeypatch
+):
+    for name, value in {
+        "EMOTION_VAR_DIR": str(registry),
+        "EMOTION_DATA_DIR": str(tiny_data),
+        "EMOTION_BASE_MODEL": str(tiny_base_model),
+        "EMOTION_DRIFT_MIN_ROWS": "20",
+        "EMOTION_RETRAIN_MIN_NEW_LABELS": "10",
+        "EMOTION_LIVE_ACCURACY_MIN_LABELS": "10",
+        # Any shortfall triggers the retrain, so the cycle always runs the retrain and the gate.
+        "EMOTION_LIVE_ACCURACY_FLOOR": "1.0",
+        "EMOTION_PROMOTION_FLOOR": "0.0",
+        "EMOTION_PROMOTION_TOLERANCE": "1.0",
+        "EMOTION_RETRAIN_CONFIG": json.dumps(
+            TINY_TRAINING.model_dump(
+                include={"epochs", "learning_rate", "batch_size", "patience", "max_length"}
+            )
+        ),
+    }.items():
+        monkeypatch.setenv(name, value)
+    goemotions = write_goemotions(tmp_path / "goemotions")
+    result = cli("bench", "loop", "--comments", "30", "--goemotions", str(goemotions))
+    assert result.exit_code == 0, result.output
+    (run,) = (registry / "bench").glob("*/loop.json")
+    loop = json.loads(run.read_text())
+    assert loop["comments"] == 30 and loop["drift"]["labelled_rows"] == 30
+    assert set(loop["scores"]) == {"GoEmotions dev (six-label rows)", "dair-ai/emotion test"}
+    assert loop["scores"]["GoEmotions dev (six-label rows)"]["rows"] == 41
+    assert loop["decision"]["retrain"] is True and "retrained version" in loop["action"]
+    assert loop["champion_after"] != loop["champion_before"]  # the gate passed: promoted
+    for scores in loop["scores"].values():
+        assert all(0 <= scores[key] <= 1 for key in scores if key != "rows")
+    assert set(loop["seconds"]) == {
+        "score the champion",
+        "start the service",
+        "replay comments + feedback",
+        "monitor once",
+        "score the new champion",
+    }
+    table = (run.parent / "loop.md").read_text()
+    assert "| GoEmotions dev (six-label rows) | 41 |" in table and "decision: retrain" in table
+
+
+def test_the_loop_bench_needs_goemotions_and_enough_comments(isolated_env, tmp_path):
+    missing = cli("bench", "loop", "--goemotions", str(tmp_path / "nowhere"), "--comments", "10")
+    assert missing.exit_code == 2 and "GoEmotions" in missing.output
+    few = write_goemotions(tmp_path / "goemotions")
+    too_many = cli("bench", "loop", "--goemotions", str(few), "--comments", "5000")
+    assert too_many.exit_code == 2 and "six-label rows" in too_many.output

@@ -1,0 +1,55 @@
+"""``emotion-ops register``: a model fine-tuned elsewhere goes behind the same gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from core.registry import CHALLENGER, connect, load_bundle
+from core.settings import TrainingSettings
+from tests.utils.cli import cli
+
+# Another team's order and spelling of the six emotions (dair-ai/emotion's hub order, capitalised).
+THEIR_LABELS = ("Sadness", "Joy", "Love", "Anger", "Fear", "Surprise")
+
+
+def save_classifier(base: Path, folder: Path, labels: tuple[str, ...], **config) -> Path:
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)), **config
+    )
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+def test_a_model_from_elsewhere_is_scored_and_registered_as_challenger(
+    isolated_env, tiny_base_model, tiny_data, tmp_path
+):
+    theirs = save_classifier(tiny_base_model, tmp_path / "theirs", THEIR_LABELS)
+    result = cli("register", str(theirs), "--data", str(tiny_data), "--max-length", "32")
+    assert result.exit_code == 0, result.output
+    assert "registered emotion-classifier version 1 as 'challenger'" in result.output
+    assert "test accuracy" in result.output and "training" not in result.output
+    settings = TrainingSettings()
+    bundle = load_bundle(connect(settings), settings, alias=CHALLENGER)
+    card = bundle.card
+    # Its labels by name, lower-cased, in its own id order; scored on the test split.
+    assert card["labels"] == [label.lower() for label in THEIR_LABELS]
+    assert card["base_model"] == {"name": str(theirs), "origin": "registered"}
+    assert card["training_config"] is None and card["max_length"] == 32
+    assert 0 <= card["test"]["accuracy"] <= 1
+    assert len(bundle.reference()) > 0
+    assert bundle.predictor().labels == tuple(card["labels"])
+
+
+def test_a_model_the_data_cannot_judge_is_refused(isolated_env, tiny_base_model, tiny_data, tmp_path):
+    three = save_classifier(tiny_base_model, tmp_path / "three", ("positive", "negative", "neutral"))
+    refused = cli("register", str(three), "--data", str(tiny_data))
+    assert refused.exit_code == 2 and "predicts ['negative', 'neutral', 'positive']" in refused.output
+    multi = save_classifier(
+        tiny_base_model, tmp_path / "multi", THEIR_LABELS, problem_type="multi_label_classification"
+    )
+    assert "is a multi-label model" in cli("register", str(multi), "--data", str(tiny_data)).output
+    missing = cli("register", str(tmp_path / "nowhere"), "--data", str(tiny_data))
+    assert missing.exit_code == 2 and "cannot load a transformers model" in missing.output
