@@ -87,6 +87,11 @@ class ModelBundle:
         return tuple(self.card["labels"])
 
     @property
+    def label_set(self) -> str | None:
+        """The label set the training data went through (``six``, ``ekman``), if any."""
+        return (self.card.get("label_set") or {}).get("name")
+
+    @property
     def model_dir(self) -> Path:
         return self.local_dir / "artifacts" / MODEL_DIR
 

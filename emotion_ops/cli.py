@@ -641,7 +641,8 @@ def bench_loop(
 ) -> None:
     """The loop, measured: replay GoEmotions comments with feedback through the served champion, run
     the monitor once (drift, policy, retrain, gate, promotion), and score the champion before and after
-    on GoEmotions dev and the dair-ai test split."""
+    on GoEmotions dev and the dair-ai test split. A retrained model that passes the gate becomes the
+    registry's champion ('emotion-ops rollback' moves it back)."""
     _quiet_libraries()
     from emotion_ops.loop_bench import default_goemotions, run
 

@@ -7,6 +7,9 @@ retrain policy, a retrain on data plus feedback, the gate on each set, the alias
 and after, the champion is scored on GoEmotions dev (its rows that map onto the six emotions)
 and on the dair-ai/emotion test split. Results go to ``var/bench/<time>/loop.json`` and
 ``loop.md``.
+
+It acts on the configured registry: a retrained model that passes the gate becomes its champion
+(as ``EMOTION_RETRAIN_AUTO_PROMOTE=true`` would); ``emotion-ops rollback`` moves it back.
 """
 
 from __future__ import annotations
@@ -57,8 +60,13 @@ def run(
     steps: dict[str, float] = {}
 
     clock = time.perf_counter()
-    shifted = load_emotion_dataset(goemotions, splits=("train", "test"), label_set="six")
-    original = load_emotion_dataset(settings.resolve_data_source(), splits=("test",))
+    shifted = load_emotion_dataset(goemotions, splits=("train", "validation", "test"), label_set="six")
+    # The data the champion was trained on, without any GoEmotions part of it.
+    originals = [part for part in settings.resolve_data_source().split(",") if part.strip()]
+    original = load_emotion_dataset(
+        next((part for part in originals if not (Path(part) / "labels.txt").is_file()), originals[0]),
+        splits=("test",),
+    )
     evaluation_sets = {
         "GoEmotions dev (six-label rows)": _only_test(shifted),
         "dair-ai/emotion test": original,
@@ -69,6 +77,11 @@ def run(
     replay = pool.sample(n=comments, random_state=seed).reset_index(drop=True)
     client = connect(settings)
     before = load_bundle(client, settings)
+    if set(shifted.labels) - set(before.labels):
+        raise ValueError(
+            f"the champion predicts {list(before.labels)}; the loop replays GoEmotions mapped onto "
+            f"{list(shifted.labels)}, whose labels it must know to take them as feedback"
+        )
     scores_before = {name: evaluate_bundle(before, data) for name, data in evaluation_sets.items()}
     steps["score the champion"] = time.perf_counter() - clock
 
@@ -169,7 +182,7 @@ def _replay(url: str, api_key: str, replay) -> None:
                     "/feedback", json={"request_id": prediction["request_id"], "label": row.label}
                 )
                 if sent.status_code not in (200, 202):
-                    raise RuntimeError(f"feedback answered {sent.status_code}: {sent.text}")
+                    raise ValueError(f"the service refused feedback ({sent.status_code}): {sent.text}")
 
 
 def to_markdown(results: dict) -> str:

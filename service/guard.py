@@ -214,14 +214,15 @@ def _texts_under_their_own_name(body: bytes) -> bytes | None:
     None when it names both. Anything else passes as it came, for the framework to judge."""
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return body
     if not isinstance(document, dict) or "input" not in document:
         return body
     if "texts" in document:
         return None
     document["texts"] = document.pop("input")
-    return json.dumps(document).encode()
+    # As compact as it came: escaping every non-ASCII character could push it past the body limit.
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def _reply(send, status: int, message: str) -> None:

@@ -48,7 +48,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class EmotionDataset:
-    """Splits as DataFrames with columns ``text`` and ``label`` (label names)."""
+    """Splits as DataFrames with columns ``text``, ``label`` (label names) and ``source``."""
 
     splits: dict[str, pd.DataFrame]
     labels: tuple[str, ...]
@@ -125,7 +125,7 @@ def _load_source(
 ) -> tuple[dict[str, pd.DataFrame], str, LabelSet | None, dict]:
     """One source's splits (text, label, source), its name, the label set used and its counts."""
     path = Path(source).expanduser()
-    if path.is_dir() and (path / GOEMOTIONS_LABELS_FILE).is_file():
+    if path.is_dir() and _is_goemotions(path):
         return _load_goemotions(path, splits, label_set or label_set_named(GOEMOTIONS_DEFAULT_LABEL_SET))
     if path.is_dir():
         raw = {split: _read_split_file(_find_split_file(path, split)) for split in splits}
@@ -149,6 +149,12 @@ def _load_source(
     return frames, source_name, label_set, summary
 
 
+def _is_goemotions(folder: Path) -> bool:
+    """GoEmotions' layout: labels.txt beside TSV split files (a CSV folder may hold a labels.txt)."""
+    tsvs = [(folder / f"{stem}.tsv").is_file() for stem in ("train", "dev")]
+    return (folder / GOEMOTIONS_LABELS_FILE).is_file() and any(tsvs)
+
+
 def _load_goemotions(
     folder: Path, splits: tuple[str, ...], label_set: LabelSet
 ) -> tuple[dict[str, pd.DataFrame], str, LabelSet, dict]:
@@ -164,7 +170,11 @@ def _load_goemotions(
         "test": "test" if has_test else "dev",
     }
     raw: dict[str, pd.DataFrame] = {}
-    needed = set(splits) | ({"train"} if "validation" in splits and not has_test else set())
+    # Train is read (and validation carved from it) whatever is asked for: a train split that
+    # depended on the splits requested would leak validation rows into it.
+    needed = set(splits) | (
+        {"train", "validation"} if not has_test and set(splits) & {"train", "validation"} else set()
+    )
     for split in needed:
         stem = files[split]
         if stem is not None:
@@ -198,7 +208,10 @@ def _read_goemotions_tsv(path: Path, names: list[str]) -> pd.DataFrame:
                 continue
             try:
                 text, ids = fields[0], fields[1]
-                labels = tuple(names[int(index)] for index in ids.split(","))
+                numbers = [int(index) for index in ids.split(",")]
+                if not all(0 <= number < len(names) for number in numbers):
+                    raise ValueError("label id out of range")
+                labels = tuple(names[number] for number in numbers)
             except (IndexError, ValueError):
                 raise DataError(
                     f"{path}:{number}: expected text<TAB>label ids (0..{len(names) - 1}, comma-separated)"
@@ -291,7 +304,13 @@ def _load_from_hub(
         loaded = datasets.load_dataset(dataset_id)
     except Exception as error:  # the hub client raises many types; all mean "not reachable"
         raise DataError(f"cannot load '{dataset_id}' from the hub: {error}") from error
-    names = tuple(loaded[splits[0]].features["label"].names)
+    feature = loaded[splits[0]].features.get("label")
+    if feature is None or not hasattr(feature, "names"):
+        raise DataError(
+            f"hub dataset '{dataset_id}' has no single 'label' class column (a multi-label set like "
+            "go_emotions? download it and pass the folder: labels.txt and TSVs)"
+        )
+    names = tuple(feature.names)
     frames = {}
     for split in splits:
         if split not in loaded:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -277,12 +278,23 @@ def _scores_by_source(dataset: EmotionDataset, predicted) -> dict[str, dict]:
     scores = {}
     for source, rows in test.groupby("source").indices.items():
         result = evaluate([truth[i] for i in rows], predicted[rows], dataset.labels)
-        scores[Path(source).name] = {
+        name = _metric_name(source, scores)
+        scores[name] = {
             "rows": len(rows),
             "accuracy": result.accuracy,
             "macro_f1": result.macro_f1,
         }
     return scores
+
+
+def _metric_name(source: str, taken) -> str:
+    """A name MLflow takes in a metric key, unique among ``taken`` (two folders may share one)."""
+    base = re.sub(r"[^\w.-]", "_", Path(source).name) or "source"
+    name, number = base, 1
+    while name in taken:
+        number += 1
+        name = f"{base}_{number}"
+    return name
 
 
 def _reference_sample(

@@ -21,7 +21,7 @@ from core.registry import (
     version_by_alias,
 )
 from core.settings import TrainingSettings
-from training.data import EmotionDataset, load_emotion_dataset
+from training.data import DataError, EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation, evaluate
 
 PREVIOUS_CHAMPION_TAG = "promotion.previous_champion"
@@ -107,13 +107,22 @@ def promote(
     if champion is not None and str(champion.version) == str(challenger.version):
         raise RegistryError(f"version {challenger.version} is already the champion; nothing to promote")
 
-    if gate_sets is None:
-        dataset = dataset or load_emotion_dataset(
-            data_source or settings.resolve_data_source(), splits=("test",), label_set=settings.label_set
-        )
-        gate_sets = {"test split": dataset}
     challenger_bundle = download_version(client, settings, challenger)
     champion_bundle = download_version(client, settings, champion) if champion else None
+    if gate_sets is None:
+        # The data goes through the label set the challenger was trained with, unless told otherwise.
+        dataset = dataset or load_emotion_dataset(
+            data_source or settings.resolve_data_source(),
+            splits=("test",),
+            label_set=settings.label_set or challenger_bundle.label_set,
+        )
+        gate_sets = {"test split": dataset}
+    for gate_set in gate_sets.values():
+        if set(gate_set.labels) - set(challenger_bundle.labels):
+            raise DataError(
+                f"the gate's data has labels {list(gate_set.labels)}, the challenger predicts "
+                f"{list(challenger_bundle.labels)}; pick data (or EMOTION_LABEL_SET) with the model's labels"
+            )
     decisions, evaluations = {}, {}
     for index, (set_name, gate_set) in enumerate(gate_sets.items()):
         challenger_eval = evaluate_bundle(challenger_bundle, gate_set)

@@ -3,7 +3,8 @@ sequence-classification model (a local folder or a hub id) is scored on the test
 reference sample and a model card, and registered as ``challenger``, as a trained one would be.
 
 Its labels come from its config (``id2label``), matched to the data's by name (case aside); a
-model whose labels differ from the data's is refused with both lists.
+model whose labels differ from the data's is refused with both lists. It is scored on the CPU,
+where the service runs it.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ def register_model(
         data_source or settings.resolve_data_source(), label_set=settings.label_set
     )
     predictor = _load(source, max_length)
-    labels = {label.lower() for label in predictor.labels}
-    if labels != set(dataset.labels):
+    spelled = {label.casefold(): label for label in dataset.labels}
+    theirs = [label.casefold() for label in predictor.labels]
+    if len(set(theirs)) != len(theirs) or set(theirs) != set(spelled):
         raise DataError(
-            f"the model at {source} predicts {sorted(labels)}, the data has {list(dataset.labels)}; "
+            f"the model at {source} predicts {sorted(predictor.labels)}, "
+            f"the data has {list(dataset.labels)}; "
             "pick data with the model's labels (or a --label-set that maps onto them)"
         )
-    _lower_case_labels(predictor)
+    _rename_labels(predictor, [spelled[label] for label in theirs])
     # Only max_length and the reference sample's size and seed apply: nothing is trained here.
     config = TrainingConfig(max_length=max_length)
     base = BaseModel(path=str(source), origin=ORIGIN, name=str(source))
@@ -83,9 +86,9 @@ def _load(source: str, max_length: int) -> EmotionPredictor:
         ) from None
 
 
-def _lower_case_labels(predictor: EmotionPredictor) -> None:
-    """Label names as the data writes them ('Joy' becomes 'joy'), in the model's own id order."""
+def _rename_labels(predictor: EmotionPredictor, names: list[str]) -> None:
+    """The model's labels spelled as the data spells them ('Joy' becomes 'joy'), in its own id order."""
     config = predictor.model.config
-    config.id2label = {index: name.lower() for index, name in config.id2label.items()}
+    config.id2label = dict(enumerate(names))
     config.label2id = {name: index for index, name in config.id2label.items()}
-    predictor.labels = tuple(config.id2label[index] for index in range(len(config.id2label)))
+    predictor.labels = tuple(names)

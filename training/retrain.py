@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from core.registry import connect, load_bundle
 from core.settings import TrainingSettings
 from core.store import PredictionStore
-from training.data import EmotionDataset, load_emotion_dataset
+from training.data import DataError, EmotionDataset, load_emotion_dataset
 from training.pipeline import train_and_register
 from training.promote import promote
 from training.train import PROFILES
@@ -106,7 +107,16 @@ def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, prog
         raise ValueError(f"EMOTION_RETRAIN_CONFIG has unknown training option(s) {unknown}")
     config = profile.model_copy(update=settings.retrain_config)
     config = type(config).model_validate(config.model_dump())
-    base = load_emotion_dataset(settings.resolve_data_source(), label_set=settings.label_set)
+    # The champion's label set, unless told otherwise: a retrain must not change the served labels.
+    champion = load_bundle(connect(settings), settings)
+    base = load_emotion_dataset(
+        settings.resolve_data_source(), label_set=settings.label_set or champion.label_set
+    )
+    if set(base.labels) != set(champion.labels):
+        raise DataError(
+            f"the retrain data has labels {list(base.labels)}, the champion {list(champion.labels)}; "
+            "set EMOTION_DATA_DIR (or EMOTION_LABEL_SET) to data with the champion's labels"
+        )
     data = assemble_retrain_data(
         base, store.feedback_rows(settings.model_name), settings.retrain_holdout_share
     )

@@ -61,6 +61,14 @@ def test_the_seed_projects_clients_work_unchanged(service_url):
     assert both.status_code == 400 and "not both" in both.json()["error"]
     empty = post(service_url, "/predict_batch", {"input": []})
     assert empty.status_code == 400 and "at least 1 item" in json.dumps(empty.json())
+    # The rename leaves alone what it does not understand; the framework judges it as before.
+    unicode = post(service_url, "/predict_batch", {"input": ["i am so happy 😀 ünïcode"]})
+    assert unicode.status_code == 200 and unicode.json()[0]["emotion"] == "joy"
+    quoted = post(service_url, "/predict", {"text": 'she said "input" and left'})
+    assert quoted.status_code == 200
+    for body in ('["input"]', '{"input": ' + "[" * 5000 + "]" * 5000 + "}"):
+        refused = post(service_url, "/predict_batch", body)
+        assert refused.status_code == 400 and "error" in refused.json(), refused.text
     docs = httpx.get(service_url + "/docs")
     assert docs.status_code == 200 and docs.text == httpx.get(service_url + "/").text
     assert "swagger-ui" in docs.text

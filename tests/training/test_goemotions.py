@@ -4,6 +4,7 @@ training runs (EMOTION_DEVICE)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core.registry import connect, load_bundle
 from core.settings import TrainingSettings
@@ -53,26 +54,50 @@ def test_several_sources_join_each_row_tagged_with_its_source(tmp_path):
     assert "love" not in ekman.labels and set(ekman.label_set["map"]) == {"emotion", "goemotions"}
 
 
+def test_with_a_test_tsv_dev_is_validation_and_train_does_not_depend_on_what_is_asked(tmp_path):
+    folder = write_goemotions(tmp_path / "goemotions")
+    carved = load_emotion_dataset(folder)
+    for splits in (("train",), ("train", "test"), ("train", "validation", "test")):
+        train = load_emotion_dataset(folder, splits=splits).splits["train"]
+        assert train.equals(carved.splits["train"]), splits  # no validation row ever leaks into train
+    (folder / "test.tsv").write_text((folder / "dev.tsv").read_text())
+    official = load_emotion_dataset(folder)
+    assert len(official.splits["validation"]) == len(official.splits["test"]) == 41
+    assert len(official.splits["train"]) == 41  # nothing carved: dev is the validation split
+
+
 def test_a_broken_goemotions_line_and_an_unknown_label_set_say_what_to_fix(tmp_path):
     folder = write_goemotions(tmp_path / "goemotions")
     with (folder / "dev.tsv").open("a") as handle:
         handle.write("no label ids here\n")
     with pytest.raises(DataError, match=r"dev\.tsv:44: expected text<TAB>label ids \(0\.\.27"):
         load_emotion_dataset(folder)
+    (folder / "dev.tsv").write_text("a negative id\t-1\tx\n")
+    with pytest.raises(DataError, match=r"dev\.tsv:1: expected"):
+        load_emotion_dataset(folder)
+    # A CSV folder that happens to hold a labels.txt is still a CSV folder.
+    csv_folder = write_tiny_dataset(tmp_path / "csv", train=30, validation=12, test=12)
+    (csv_folder / "labels.txt").write_text("anger\nfear\n")
+    assert load_emotion_dataset(csv_folder).summary[str(csv_folder.resolve())]["kind"] == "emotion"
     with pytest.raises(ValueError, match=r"unknown label set 'plutchik'; choose from \['six', 'ekman'\]"):
         label_set_named("plutchik")
 
 
-def test_the_cli_refuses_an_unknown_label_set_and_a_missing_gpu(isolated_env, tiny_data, tiny_base_model):
+def test_the_cli_refuses_an_unknown_label_set_and_a_missing_gpu(
+    isolated_env, tiny_data, tiny_base_model, monkeypatch
+):
     unknown = cli("train", "--data", str(tiny_data), "--label-set", "plutchik")
     assert unknown.exit_code == 2 and "unknown label set 'plutchik'" in unknown.output
-    # No machine here has a GPU: auto means the CPU, and asking for a GPU stops before any work.
-    assert resolve_device("auto").type == "cpu"
+    # As on every machine here: no GPU. auto means the CPU, and asking for a GPU stops before any work.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
     missing = cli(
         "train", "--data", str(tiny_data), "--base-model", str(tiny_base_model), "--no-progress",
         env={"EMOTION_DEVICE": "cuda"},
     )  # fmt: skip
     assert missing.exit_code == 2 and "EMOTION_DEVICE=cuda, but torch sees no CUDA GPU" in missing.output
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # where there is one
+    assert resolve_device("auto").type == "cuda" and resolve_device("cpu").type == "cpu"
 
 
 def test_the_model_card_carries_the_mapping_the_sources_and_the_device(

@@ -53,3 +53,31 @@ def test_a_model_the_data_cannot_judge_is_refused(isolated_env, tiny_base_model,
     assert "is a multi-label model" in cli("register", str(multi), "--data", str(tiny_data)).output
     missing = cli("register", str(tmp_path / "nowhere"), "--data", str(tiny_data))
     assert missing.exit_code == 2 and "cannot load a transformers model" in missing.output
+
+
+def test_labels_are_matched_by_name_whatever_order_and_case_the_model_uses(
+    isolated_env, registry, tiny_data, tmp_path
+):
+    """The tiny champion, re-saved with its classes in another order and capitalised (its output
+    rows permuted to match), scores exactly what the champion scored: labels go by name, not id."""
+    from core.settings import CoreSettings
+
+    champion = load_bundle(connect(CoreSettings(var_dir=registry)), CoreSettings(var_dir=registry))
+    model = AutoModelForSequenceClassification.from_pretrained(champion.model_dir)
+    order = [5, 2, 0, 4, 1, 3]
+    head = model.classifier
+    head.weight.data, head.bias.data = head.weight.data[order].clone(), head.bias.data[order].clone()
+    names = [champion.labels[index].capitalize() for index in order]
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {name: index for index, name in enumerate(names)}
+    shuffled = tmp_path / "shuffled"
+    model.save_pretrained(shuffled)
+    AutoTokenizer.from_pretrained(champion.model_dir).save_pretrained(shuffled)
+
+    max_length = str(champion.card["max_length"])
+    assert cli("register", str(shuffled), "--data", str(tiny_data), "--max-length", max_length).exit_code == 0
+    settings = TrainingSettings()
+    card = load_bundle(connect(settings), settings, alias=CHALLENGER).card
+    assert card["labels"] == [name.lower() for name in names]
+    assert card["test"]["accuracy"] == champion.card["test"]["accuracy"]
+    assert card["test"]["macro_f1"] == champion.card["test"]["macro_f1"]
