@@ -55,12 +55,12 @@ def run(
     from training.promote import evaluate_bundle
 
     started_at = datetime.now(UTC)
-    output = (output_root or settings.var_dir / "bench") / started_at.strftime("%Y%m%dT%H%M%SZ")
-    output.mkdir(parents=True, exist_ok=True)
     steps: dict[str, float] = {}
-
     clock = time.perf_counter()
     shifted = load_emotion_dataset(goemotions, splits=("train", "validation", "test"), label_set="six")
+    pool = shifted.splits["train"]
+    if comments > len(pool):
+        raise ValueError(f"--comments {comments}: the GoEmotions train split has {len(pool)} six-label rows")
     # The data the champion was trained on, without any GoEmotions part of it.
     originals = [part for part in settings.resolve_data_source().split(",") if part.strip()]
     original = load_emotion_dataset(
@@ -71,9 +71,6 @@ def run(
         "GoEmotions dev (six-label rows)": _only_test(shifted),
         "dair-ai/emotion test": original,
     }
-    pool = shifted.splits["train"]
-    if comments > len(pool):
-        raise ValueError(f"--comments {comments}: the GoEmotions train split has {len(pool)} six-label rows")
     replay = pool.sample(n=comments, random_state=seed).reset_index(drop=True)
     client = connect(settings)
     before = load_bundle(client, settings)
@@ -85,6 +82,8 @@ def run(
     scores_before = {name: evaluate_bundle(before, data) for name, data in evaluation_sets.items()}
     steps["score the champion"] = time.perf_counter() - clock
 
+    output = (output_root or settings.var_dir / "bench") / started_at.strftime("%Y%m%dT%H%M%SZ")
+    output.mkdir(parents=True, exist_ok=True)
     log_url = f"sqlite:///{output / 'predictions.db'}"
     api_key = secrets.token_hex(16)
     port = free_port()

@@ -24,13 +24,10 @@ class Store:
     reports: ReportIndex
 
     @classmethod
-    def from_engine(cls, engine: Engine) -> Store:
-        return cls(engine, PredictionStore(engine), ReportIndex(engine))
-
-    @classmethod
     def connect(cls, url: str) -> Store:
         """The store at ``url``, schema untouched (the database may still be down)."""
-        return cls.from_engine(create_store_engine(url))
+        engine = create_store_engine(url)
+        return cls(engine, PredictionStore(engine), ReportIndex(engine))
 
     @classmethod
     def open(cls, url: str) -> Store:

@@ -101,7 +101,9 @@ def test_the_image_runs_only_installed_code_with_its_package_data(image_bin, tmp
             str(image_bin / "python"),
             "-c",
             "import core, service, emotion_ops, monitoring, training, service.service as s; "
-            "print(service.__file__); print(len(s.UI_PAGE), len(s.DOCS_PAGE))",
+            "from training.label_sets import label_set_named; "
+            "print(service.__file__); print(len(s.UI_PAGE), len(s.DOCS_PAGE)); "
+            "print(len(label_set_named('six').map['goemotions']), len(label_set_named('ekman').labels))",
         ],
         capture_output=True,
         text=True,
@@ -109,9 +111,10 @@ def test_the_image_runs_only_installed_code_with_its_package_data(image_bin, tmp
         env={**os.environ, "EMOTION_VAR_DIR": str(tmp_path / "var")},
     )
     assert probe.returncode == 0, probe.stderr[-3000:]
-    location, sizes = probe.stdout.split("\n")[:2]
+    location, sizes, label_sets = probe.stdout.split("\n")[:3]
     assert str(image_bin.parent) in location and str(ROOT) not in location
     assert all(int(size) > 100 for size in sizes.split())
+    assert label_sets.split() == ["18", "7"]  # training/label_sets.json travels in the wheel
 
 
 def test_the_image_refuses_an_open_interface_without_a_key(image_bin, tmp_path):

@@ -54,7 +54,8 @@ def test_the_loop_bench_replays_feedback_retrains_and_scores_before_and_after(
     assert "| GoEmotions dev (six-label rows) | 41 |" in table and "decision: retrain" in table
 
 
-def test_the_loop_bench_needs_goemotions_and_enough_comments(isolated_env, tmp_path):
+def test_the_loop_bench_needs_goemotions_and_enough_comments(isolated_env, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTION_DATA_DIR", str(tiny_data))
     missing = cli("bench", "loop", "--goemotions", str(tmp_path / "nowhere"), "--comments", "10")
     assert missing.exit_code == 2 and "GoEmotions" in missing.output
     few = write_goemotions(tmp_path / "goemotions")
