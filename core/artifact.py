@@ -9,7 +9,8 @@ Layout inside the MLflow model's ``artifacts/``:
   the reference for drift reports.
 
 As a pyfunc it takes a DataFrame with a ``text`` column (or a list of strings) and returns the
-emotion, its confidence and one probability column per label. Loading it as a pyfunc needs
+emotion, its confidence, ``emotions`` (the decided labels, most probable first, joined by
+commas: one for a single-label model) and one probability column per label. Loading it as a pyfunc needs
 ``emotion-ops`` installed, since the wrapper class lives here (``core.artifact``).
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 # The predictor brings torch: imported where a model runs, so reading a card or a reference
@@ -58,10 +60,15 @@ class EmotionClassifierPyfunc(mlflow.pyfunc.PythonModel):
 def predictions_frame(predictor: EmotionPredictor, texts: list[str]) -> pd.DataFrame:
     probabilities = predictor.predict_proba(texts)
     best = probabilities.argmax(axis=1)
+    decided = predictor.decisions(probabilities)
     frame = pd.DataFrame(
         {
             "emotion": [predictor.labels[i] for i in best],
             "confidence": probabilities.max(axis=1).astype(float),
+            "emotions": [
+                ",".join(predictor.labels[i] for i in sorted(np.flatnonzero(row), key=lambda i: -p[i]))
+                for row, p in zip(decided, probabilities, strict=True)
+            ],
         }
     )
     for index, label in enumerate(predictor.labels):
@@ -85,6 +92,15 @@ class ModelBundle:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(self.card["labels"])
+
+    @property
+    def task(self) -> str:
+        return self.card.get("task", "single")
+
+    @property
+    def thresholds(self) -> dict[str, float] | None:
+        """Multi-label: each label's decision threshold."""
+        return self.card.get("thresholds")
 
     @property
     def label_set(self) -> str | None:

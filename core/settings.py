@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The dataset ships beside the project checkout on our machines; users point EMOTION_DATA_DIR
@@ -52,7 +52,18 @@ class CoreSettings(BaseSettings):
         default=None, description="Where new experiments store artifacts; default var/mlartifacts."
     )
     experiment_name: str = "emotion-classifier"
-    model_name: str = "emotion-classifier"
+    model_name: str = Field(
+        default="emotion-classifier",
+        description="The registered model trained, promoted, served and monitored; with "
+        "EMOTION_TASK=multilabel it defaults to EMOTION_MULTILABEL_MODEL_NAME.",
+    )
+    # Each kind of model has its own registered name, so its own champion, gate and rollback.
+    task: Literal["single", "multilabel"] = Field(
+        default="single",
+        description="'single' (one emotion per text, softmax) or 'multilabel' (independent "
+        "labels with per-label thresholds, e.g. GoEmotions' 28).",
+    )
+    multilabel_model_name: str = "emotion-classifier-multilabel"
     prediction_log_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the store (prediction log, report index); default SQLite in var/.",
@@ -63,6 +74,13 @@ class CoreSettings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _model_name_for_task(self):
+        # An explicit EMOTION_MODEL_NAME wins; otherwise the task picks the registered name.
+        if self.task == "multilabel" and "model_name" not in self.model_fields_set:
+            self.model_name = self.multilabel_model_name
+        return self
 
     @property
     def tracking_uri(self) -> str:
@@ -118,6 +136,10 @@ class TrainingSettings(CoreSettings):
     )
     promotion_floor: float = Field(
         default=0.70, ge=0.0, le=1.0, description="Minimum absolute macro-F1 for any champion."
+    )
+    # 28 labels, many rare: the GoEmotions paper's BERT-base reaches 0.46 macro-F1.
+    promotion_floor_multilabel: float = Field(
+        default=0.40, ge=0.0, le=1.0, description="Minimum absolute macro-F1 for a multi-label champion."
     )
 
     # Retraining on feedback (emotion-ops retrain, and the monitor's local mode).

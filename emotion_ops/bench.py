@@ -7,6 +7,8 @@
 3. Our BentoML service on both runtimes and precisions with monitoring on, and the served
    runtime and precision with the prediction log and custom metrics off (monitoring overhead).
 4. The drift job on 10k and 100k logged rows (seconds and peak memory of its process).
+5. When the registry holds a multi-label champion (``EMOTION_MULTILABEL_MODEL_NAME``), it too,
+   served on the default runtime and precision, beside the single-label one.
 
 Load is a closed loop: ``concurrency`` clients, each sending its next request when the last one
 is answered, one test-set text per request, a bounded number of requests per case. All servers
@@ -50,10 +52,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 class Case:
     """One server under load: which layout, runtime and precision, monitoring on or off."""
 
-    name: str  # baseline | bentoml | bentoml-no-monitoring
+    name: str  # baseline | bentoml | bentoml-no-monitoring | bentoml-multilabel
     runtime: str
     precision: str
     monitoring: bool = True
+    task: str = "single"  # which registered model the service serves
 
     @property
     def variant(self) -> str:
@@ -178,6 +181,10 @@ def _bento(settings: ServiceSettings, work: Path, case: Case):
         "EMOTION_RUNTIME": case.runtime,
         "EMOTION_QUANTIZE": str(case.precision == "int8").lower(),
         "EMOTION_MONITORING": str(case.monitoring).lower(),
+        "EMOTION_TASK": case.task,
+        "EMOTION_MODEL_NAME": settings.multilabel_model_name
+        if case.task == "multilabel"
+        else settings.model_name,
         "EMOTION_PREDICTION_LOG_URL": f"sqlite:///{work / f'predictions-{uuid.uuid4().hex[:6]}.db'}",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
@@ -394,10 +401,15 @@ def run(
     progress(f"  {compute}")
 
     served_precision = "int8" if settings.quantize else "fp32"
+    cases = [BASELINE, *service_cases(settings.runtime, served_precision)]
+    multilabel = _multilabel_champion(settings)
+    if multilabel is not None:
+        progress(f"and the multi-label champion {multilabel.name} v{multilabel.version}")
+        cases.append(Case("bentoml-multilabel", settings.runtime, served_precision, task="multilabel"))
     loads: list[LoadResult] = []
     with ExitStack() as servers:
         urls = {}
-        for case in (BASELINE, *service_cases(settings.runtime, served_precision)):
+        for case in cases:
             progress(f"starting {case.name} {case.variant}")
             server, url = _baseline(bundle, work) if case is BASELINE else _bento(settings, work, case)
             servers.enter_context(server)
@@ -414,12 +426,27 @@ def run(
     results = summarise(
         bundle, f"{settings.runtime}-{served_precision}", compute, loads, drift, concurrency, requests, rounds
     )
+    if multilabel is not None:
+        results["multilabel_model"] = {"name": multilabel.name, "version": multilabel.version}
     (output / "results.json").write_text(json.dumps(results, indent=2))
     markdown = to_markdown(results)
     (output / "results.md").write_text(markdown)
     (output.parent / "latest.md").write_text(markdown)
     shutil.rmtree(work, ignore_errors=True)
     return output
+
+
+def _multilabel_champion(settings: ServiceSettings):
+    """The multi-label champion's bundle, or None when there is none to compare."""
+    from core.registry import RegistryError
+
+    multilabel = settings.model_copy(
+        update={"task": "multilabel", "model_name": settings.multilabel_model_name}
+    )
+    try:
+        return load_bundle(connect(multilabel), multilabel)
+    except RegistryError:
+        return None
 
 
 def summarise(
@@ -443,6 +470,10 @@ def summarise(
             off = by_key.get(("bentoml-no-monitoring", row["runtime"], row["precision"], row["concurrency"]))
             overhead = 1 - _ratio(row["req_per_s"], off["req_per_s"]) if off else None
             row["monitoring_overhead"] = None if overhead is None else round(overhead, 3)
+        if row["case"] == "bentoml-multilabel":
+            # Against the single-label model on the same runtime and precision, in the same rounds.
+            single = by_key.get(("bentoml", row["runtime"], row["precision"], row["concurrency"]))
+            row["vs_single_label"] = _ratio(row["req_per_s"], single["req_per_s"]) if single else None
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -505,6 +536,21 @@ def to_markdown(results: dict) -> str:
         ]
         for d in results["drift"]:
             lines.append(f"| {d['rows']} | {d['analysed_rows']} | {d['seconds']} | {d['peak_rss_mb']} |")
+    multilabel = [r for r in results["load"] if r["case"] == "bentoml-multilabel"]
+    if multilabel:
+        model = results["multilabel_model"]
+        lines += [
+            "",
+            f"Multi-label model {model['name']} v{model['version']} served beside the single-label "
+            "one (its vs-ceiling column is against the single-label model's ceiling):",
+            "",
+            "| clients | multi-label req/s | p95 ms | vs single-label |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for r in sorted(multilabel, key=lambda r: r["concurrency"]):
+            lines.append(
+                f"| {r['concurrency']} | {r['req_per_s']} | {r['p95_ms']} | {r['vs_single_label']}x |"
+            )
     return "\n".join(lines) + "\n"
 
 

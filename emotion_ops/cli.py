@@ -52,10 +52,22 @@ LabelSetOption = Annotated[
         "sources go through 'six' and others keep their labels.",
     ),
 ]
+TaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        help="'single' (one emotion per text) or 'multilabel' (independent labels with per-label "
+        "thresholds; GoEmotions then keeps all 28 labels). Each has its own registered model "
+        "(EMOTION_MODEL_NAME, EMOTION_MULTILABEL_MODEL_NAME). Default: EMOTION_TASK, else single.",
+    ),
+]
 
 
-def _training_settings(label_set: str | None = None) -> TrainingSettings:
-    settings = TrainingSettings()
+def _training_settings(label_set: str | None = None, task: str | None = None) -> TrainingSettings:
+    if task is not None and task not in ("single", "multilabel"):
+        raise ValueError(f"unknown task '{task}'; choose 'single' or 'multilabel'")
+    # Built with the task, not copied: the task picks the registered model's name.
+    settings = TrainingSettings(**({"task": task} if task else {}))
     if label_set is not None:
         from training.label_sets import label_set_named
 
@@ -101,6 +113,7 @@ def _user_errors(command):
 def train(
     data: DataOption = None,
     label_set: LabelSetOption = None,
+    task: TaskOption = None,
     base_model: Annotated[
         str | None,
         typer.Option(
@@ -146,7 +159,7 @@ def train(
     }
     config = PROFILES[profile].model_copy(update={k: v for k, v in overrides.items() if v is not None})
     config = type(config).model_validate(config.model_dump())  # re-check overridden values
-    settings = _training_settings(label_set)
+    settings = _training_settings(label_set, task)
     outcome = train_and_register(
         settings, config, data, base_model, with_baseline=baseline, progress=progress
     )
@@ -160,7 +173,13 @@ def _print_training(outcome) -> None:
         f"(run {outcome.run_id}, base {outcome.base_model.name} [{outcome.base_model.origin}])"
     )
     trained = f"  training {outcome.train_seconds:.0f} s on {outcome.device}" if outcome.train_seconds else ""
-    typer.echo(f"  test accuracy {test.accuracy:.4f}  macro-F1 {test.macro_f1:.4f}{trained}")
+    if test.micro_f1 is not None:
+        typer.echo(
+            f"  test micro-F1 {test.micro_f1:.4f}  macro-F1 {test.macro_f1:.4f}  "
+            f"exact match {test.accuracy:.4f}{trained}"
+        )
+    else:
+        typer.echo(f"  test accuracy {test.accuracy:.4f}  macro-F1 {test.macro_f1:.4f}{trained}")
     for source, scores in outcome.test_by_source.items():
         typer.echo(
             f"  {source}: test accuracy {scores['accuracy']:.4f}  macro-F1 {scores['macro_f1']:.4f}  "
@@ -182,6 +201,7 @@ def register(
     ],
     data: DataOption = None,
     label_set: LabelSetOption = None,
+    task: TaskOption = None,
     max_length: Annotated[int, typer.Option(min=8, help="Tokens the model reads per text.")] = 128,
 ) -> None:
     """Bring an existing fine-tuned model behind the gate: score it on the test split, give it a
@@ -189,7 +209,7 @@ def register(
     _quiet_libraries()
     from training.register import register_model
 
-    outcome = register_model(_training_settings(label_set), source, data, max_length)
+    outcome = register_model(_training_settings(label_set, task), source, data, max_length)
     _print_training(outcome)
 
 
@@ -198,6 +218,7 @@ def register(
 def promote(
     data: DataOption = None,
     label_set: LabelSetOption = None,
+    task: TaskOption = None,
     tolerance: Annotated[
         float | None, typer.Option(help="Allowed macro-F1 drop vs the champion (0.005 = 0.5 pt).")
     ] = None,
@@ -210,7 +231,7 @@ def promote(
     _quiet_libraries()
     from training.promote import promote as run_promotion
 
-    result = run_promotion(_training_settings(label_set), data, tolerance, floor)
+    result = run_promotion(_training_settings(label_set, task), data, tolerance, floor)
     verdict = "PROMOTED" if result.decision.passed else "REFUSED"
     typer.echo(f"{verdict}: version {result.challenger_version}: {result.decision.reason}")
     if result.decision.passed:
@@ -222,23 +243,23 @@ def promote(
 
 @app.command()
 @_user_errors
-def rollback() -> None:
+def rollback(task: TaskOption = None) -> None:
     """Move 'champion' back to the version it replaced."""
     _quiet_libraries()
     from training.promote import rollback as run_rollback
 
-    moved_from, moved_to = run_rollback(TrainingSettings())
+    moved_from, moved_to = run_rollback(_training_settings(task=task))
     typer.echo(f"champion moved back from version {moved_from} to version {moved_to}")
 
 
 @app.command()
 @_user_errors
-def models() -> None:
+def models(task: TaskOption = None) -> None:
     """List registered versions with their aliases and test metrics."""
     _quiet_libraries()
     from training.promote import list_versions
 
-    settings = TrainingSettings()
+    settings = _training_settings(task=task)
     rows = list_versions(settings)
     if not rows:
         typer.echo(f"no versions of '{settings.model_name}' registered in {settings.registry_uri}")
@@ -379,7 +400,21 @@ def _print_drift(result) -> None:
                 f"    {column.column:<17} {column.score:8.4f}  {column.method} "
                 f"(threshold {column.threshold})  {mark}"
             )
-    if result.quality:
+    if result.label_frequency:
+        current, reference = result.label_frequency["current"], result.label_frequency["reference"]
+        top = sorted(current, key=current.get, reverse=True)[:5]
+        shares = "  ".join(
+            f"{label} {current[label]:.2f} (ref {reference.get(label, 0):.2f})" for label in top
+        )
+        typer.echo(f"  label frequency (share of texts, most frequent): {shares}")
+    if result.quality and "micro_f1" in result.quality:
+        quality = result.quality
+        typer.echo(
+            f"  live exact match {quality['accuracy']:.4f}  micro-F1 {quality['micro_f1']:.4f}  "
+            f"macro-F1 {quality['macro_f1']:.4f} on {quality['labelled_rows']} labels (reference "
+            f"{quality['reference_micro_f1']:.4f} / {quality['reference_macro_f1']:.4f})"
+        )
+    elif result.quality:
         quality = result.quality
         typer.echo(
             f"  live accuracy {quality['accuracy']:.4f}  macro-F1 {quality['macro_f1']:.4f} "

@@ -21,6 +21,11 @@ The verdict is drift when the share of drifted columns reaches ``drift_share``, 
 predicted-label mix drifted on its own: that is the model's output moving, and worth a look
 whatever the inputs do.
 
+A multi-label model is judged the same way on its most probable label; beside it the report
+gives each label's frequency (the share of texts it was decided for, over its threshold: the
+shares need not sum to 1), and live quality compares decided label sets with the feedback's
+(exact match, micro- and macro-F1 over labels).
+
 Memory stays bounded however large the window: the rows come as a stream (the monitor job reads
 them from the store in chunks, each text cut to ``sample_text_chars``); exact counts (rows,
 predicted labels, feedback confusion) are kept over the whole window, and a uniform reservoir
@@ -49,6 +54,7 @@ import pandas as pd
 from scipy.spatial import distance
 
 from core.store import CHUNK_ROWS, TrafficWindow
+from core.store.rows import decided_labels
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,8 @@ class WindowSample:
     confusion: Counter  # (true label, predicted label) -> count, over labelled rows
     first_at: datetime | None
     last_at: datetime | None
+    # Texts each label was decided for (multi-label: several per text; else emotion_counts).
+    label_counts: Counter = field(default_factory=Counter)
 
     @property
     def sampled(self) -> bool:
@@ -101,21 +109,29 @@ def sample_text_chars(policy: DriftPolicy, chunk_rows: int = CHUNK_ROWS) -> int:
     return max(64, policy.sample_bytes // (policy.sample_rows + chunk_rows))
 
 
-def sample_window(rows: Iterable[tuple], sample_rows: int, seed: int = 0) -> WindowSample:
+def sample_window(
+    rows: Iterable[tuple], sample_rows: int, seed: int = 0, thresholds: dict[str, float] | None = None
+) -> WindowSample:
     """One pass over the window's rows (created_at, text, emotion, confidence, feedback_label),
-    newest first: exact counts and a uniform reservoir sample of at most ``sample_rows``."""
+    newest first: exact counts and a uniform reservoir sample of at most ``sample_rows``.
+
+    With a multi-label model's ``thresholds`` each row also carries its probabilities, and its
+    decided labels are counted and compared with the feedback's."""
     rng = random.Random(seed)
     reservoir: list[tuple] = []
     emotion_counts: Counter = Counter()
+    label_counts: Counter = Counter()
     confusion: Counter = Counter()
     total = labelled = 0
     first_at = last_at = None
-    for created_at, text, emotion, confidence, feedback_label in rows:
+    for created_at, text, emotion, confidence, feedback_label, *probabilities in rows:
         total += 1
         emotion_counts[emotion] += 1
+        decided = decided_labels(probabilities[0], thresholds) if thresholds else emotion
+        label_counts.update(decided.split(",") if thresholds else (decided,))
         if feedback_label is not None:
             labelled += 1
-            confusion[(feedback_label, emotion)] += 1
+            confusion[(feedback_label, decided)] += 1
         last_at = last_at or created_at  # newest first
         first_at = created_at
         row = (text, emotion, float(confidence))
@@ -127,7 +143,7 @@ def sample_window(rows: Iterable[tuple], sample_rows: int, seed: int = 0) -> Win
             if slot < sample_rows:
                 reservoir[slot] = row
     sample = pd.DataFrame(reservoir, columns=[TEXT, EMOTION, CONFIDENCE])
-    return WindowSample(sample, total, labelled, emotion_counts, confusion, first_at, last_at)
+    return WindowSample(sample, total, labelled, emotion_counts, confusion, first_at, last_at, label_counts)
 
 
 def classification_scores(confusion: Counter, labels: tuple[str, ...]) -> dict[str, float]:
@@ -147,6 +163,50 @@ def classification_scores(confusion: Counter, labels: tuple[str, ...]) -> dict[s
         "accuracy": correct / total if total else math.nan,
         "macro_f1": sum(f1s) / len(f1s) if f1s else math.nan,
     }
+
+
+def multilabel_scores(confusion: Counter, labels: tuple[str, ...]) -> dict[str, float]:
+    """Exact-match accuracy, micro- and macro-F1 from (true labels, decided labels) counts, each
+    side a comma-joined set; macro over labels seen either side."""
+    total = sum(confusion.values())
+    counts = {label: [0, 0, 0] for label in labels}  # tp, fp, fn
+    exact = 0
+    for (truth, predicted), count in confusion.items():
+        true_set, predicted_set = set(truth.split(",")), set(predicted.split(","))
+        exact += count * (true_set == predicted_set)
+        for label in true_set | predicted_set:
+            tally = counts.setdefault(label, [0, 0, 0])
+            tally[0] += count * (label in true_set and label in predicted_set)
+            tally[1] += count * (label in predicted_set and label not in true_set)
+            tally[2] += count * (label in true_set and label not in predicted_set)
+    seen = [tally for tally in counts.values() if sum(tally)]
+    tp, fp, fn = (sum(tally[i] for tally in seen) for i in range(3))
+    f1s = [2 * t / (2 * t + p + n) for t, p, n in seen]
+    return {
+        "accuracy": exact / total if total else math.nan,
+        "micro_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan,
+        "macro_f1": sum(f1s) / len(f1s) if f1s else math.nan,
+    }
+
+
+def reference_label_frequency(reference: pd.DataFrame, thresholds: dict[str, float]) -> dict[str, float]:
+    """Each label's share of reference texts it is decided for (from the ``p_<label>`` columns)."""
+    counts = Counter(
+        label for decided in reference_decided(reference, thresholds) for label in decided.split(",")
+    )
+    return frequency(counts, len(reference))
+
+
+def reference_decided(reference: pd.DataFrame, thresholds: dict[str, float]) -> list[str]:
+    """The reference rows' decided labels, from their ``p_<label>`` columns."""
+    columns = [column for column in reference.columns if column.startswith("p_")]
+    probabilities = reference[columns].rename(columns=lambda column: column[2:]).to_dict("records")
+    return [decided_labels(row, thresholds) for row in probabilities]
+
+
+def frequency(counts: Counter, rows: int) -> dict[str, float]:
+    """Per label, the share of ``rows`` texts it was decided for (multi-label: need not sum to 1)."""
+    return {str(label): round(count / rows, 4) for label, count in sorted(counts.items())} if rows else {}
 
 
 @dataclass
@@ -177,6 +237,7 @@ class DriftResult:
     columns: list[ColumnDrift] = field(default_factory=list)
     drifted_share: float | None = None
     emotion_share: dict = field(default_factory=dict)
+    label_frequency: dict | None = None  # multi-label: per label, share of texts decided for it
     quality: dict | None = None
     html_path: str | None = None
     quality_html_path: str | None = None
@@ -222,6 +283,7 @@ class DriftResult:
                 "min_rows": self.policy.min_rows,
             },
             "emotion_share": self.emotion_share,
+            "label_frequency": self.label_frequency,
             "quality": self.quality,
             "html": self.html_path,
             "quality_html": self.quality_html_path,
@@ -361,13 +423,15 @@ def analyse(
     model_name: str,
     policy: DriftPolicy,
     output_dir: Path,
+    thresholds: dict[str, float] | None = None,
 ) -> DriftResult:
     """One drift run over ``rows`` (the window's, from ``PredictionStore.stream_window``): decide,
-    write the HTML report(s) and the JSON summary."""
+    write the HTML report(s) and the JSON summary. ``thresholds``: a multi-label model's (its
+    rows then carry their probabilities)."""
     started = time.perf_counter()
     created_at = datetime.now(UTC)
     report_id = f"{created_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    window_data = sample_window(rows, policy.sample_rows)
+    window_data = sample_window(rows, policy.sample_rows, thresholds=thresholds)
     result = DriftResult(
         report_id=report_id,
         created_at=created_at,
@@ -390,10 +454,26 @@ def analyse(
             "reference": share(reference[EMOTION].value_counts()),
         },
     )
+    if thresholds:
+        result.label_frequency = {
+            "current": frequency(window_data.label_counts, window_data.total_rows),
+            "reference": reference_label_frequency(reference, thresholds),
+        }
     run_dir = output_dir / report_id
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    if window_data.labelled_rows:
+    if window_data.labelled_rows and thresholds:
+        decided = reference_decided(reference, thresholds)
+        reference_scores = multilabel_scores(Counter(zip(reference["label"], decided, strict=True)), labels)
+        result.quality = {
+            **multilabel_scores(window_data.confusion, labels),
+            "labelled_rows": window_data.labelled_rows,
+            "reference_accuracy": reference_scores["accuracy"],
+            "reference_macro_f1": reference_scores["macro_f1"],
+            "reference_micro_f1": reference_scores["micro_f1"],
+        }
+        # Evidently's classification page is single-label: the figures above are the report.
+    elif window_data.labelled_rows:
         reference_scores = classification_scores(
             Counter(zip(reference["label"], reference[EMOTION], strict=True)), labels
         )

@@ -53,14 +53,18 @@ def run_drift(
     )
     store = store or Store.open(settings.log_store_url)
     policy = drift_policy(settings)
+    multilabel = bundle.task == "multilabel"
     result = analyse(
-        store.predictions.stream_window(window, max_chars=sample_text_chars(policy)),
+        store.predictions.stream_window(
+            window, max_chars=sample_text_chars(policy), with_probabilities=multilabel
+        ),
         window,
         bundle.reference(),
         bundle.labels,
         settings.model_name,
         policy,
         settings.reports_root,
+        thresholds=bundle.thresholds if multilabel else None,
     )
     store.reports.add(result.summary())
     if push:

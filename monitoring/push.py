@@ -70,6 +70,22 @@ def drift_registry(result: DriftResult, retrain_triggered: bool) -> CollectorReg
         gauge("emotion_live_macro_f1", "Macro-F1 on feedback-labelled predictions in the window.").labels(
             result.model_version
         ).set(result.quality["macro_f1"])
+        # One text, one label: micro-F1 is the accuracy; a multi-label model's is over its labels.
+        gauge("emotion_live_micro_f1", "Micro-F1 on feedback-labelled predictions in the window.").labels(
+            result.model_version
+        ).set(result.quality.get("micro_f1", result.quality["accuracy"]))
+    frequency = result.label_frequency or {
+        "current": result.emotion_share.get("current", {}),
+        "reference": result.emotion_share.get("reference", {}),
+    }
+    label_frequency = gauge(
+        "emotion_drift_label_frequency",
+        "Share of texts each label was decided for, in the window (current) and the reference.",
+        ["model_version", "emotion", "side"],
+    )
+    for side, shares in frequency.items():
+        for emotion, value in shares.items():
+            label_frequency.labels(result.model_version, emotion, side).set(value)
     return registry
 
 

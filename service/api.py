@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from core.store.rows import storable
 
@@ -17,6 +17,23 @@ WHITESPACE = "\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\
 NOT_BLANK = f"[^{WHITESPACE}]"
 _NOT_BLANK = re.compile(NOT_BLANK)
 REQUEST_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# The feedback column holds a multi-label answer as its labels joined by commas.
+FEEDBACK_LABEL_CHARS = 100
+
+
+def max_feedback_labels(labels: list[str] | tuple[str, ...], multilabel: bool) -> int:
+    """How many labels one feedback may give: one for a single-label model; for a multi-label
+    model as many as always fit the feedback column joined (the longest labels first), so the
+    document's ``maxItems`` and the service's check are one number."""
+    if not multilabel:
+        return 1
+    used, count = -1, 0
+    for label in sorted(labels, key=len, reverse=True):
+        used += len(label) + 1
+        if used > FEEDBACK_LABEL_CHARS:
+            break
+        count += 1
+    return max(count, 1)
 
 
 def text_type(max_chars: int):
@@ -45,12 +62,14 @@ def text_type(max_chars: int):
 class EmotionPrediction(BaseModel):
     emotion: str = Field(description="The most likely emotion.")
     emotions: list[str] = Field(
-        description="The emotions over their thresholds, most probable first; a single-label "
-        "model gives [emotion], so one client reads both kinds of model."
+        description="The emotions over their thresholds, most probable first (the most probable "
+        "alone when none is over): a single-label model gives [emotion], so one client reads "
+        "both kinds of model."
     )
     confidence: float = Field(description="Probability of that emotion.")
     all_emotions: dict[str, float] = Field(
-        description="Probability of every emotion; a single-label model's sum to 1."
+        description="Probability of every emotion. A single-label model's sum to 1; a multi-label "
+        "model's are independent (one per label) and need not."
     )
     uncertain: bool = Field(description="Confidence is under the service's threshold.")
     truncated: bool = Field(description="The text had more tokens than the model reads; the rest was cut.")
@@ -65,12 +84,37 @@ class EmotionPrediction(BaseModel):
 
 class Feedback(BaseModel):
     request_id: str = Field(pattern=REQUEST_ID, description="The request_id of a prediction.")
-    label: str = Field(min_length=1, max_length=100, description="The true emotion.")
+    # Defaults are not validated: a key left out is None, an explicit null is refused.
+    label: str = Field(
+        default=None, min_length=1, max_length=100, description="The true emotion (give this or labels)."
+    )
+    labels: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default=None,
+        min_length=1,
+        max_length=100,  # the served model's own limit is checked by the service
+        description="The true emotions (give this or label); more than one for a multi-label model only.",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.label is None) == (self.labels is None):
+            raise ValueError("give exactly one of 'label' (one emotion) or 'labels' (a list, multi-label)")
+        return self
+
+    def given(self) -> list[str]:
+        """The labels given, unique, in the order given."""
+        return list(dict.fromkeys([self.label] if self.label is not None else self.labels))
 
 
 class FeedbackReceipt(BaseModel):
     request_id: str
-    label: str
+    label: str = Field(description="The label as stored (a multi-label answer: its labels joined by commas).")
+    labels: list[str] = Field(description="The labels recorded.")
     status: str = Field(description="'recorded', or 'pending' until the prediction is logged.")
-    predicted: str | None = Field(description="What the model predicted (null while pending).")
-    correct: bool | None = Field(description="Whether the prediction was right (null while pending).")
+    predicted: str | None = Field(
+        description="What the model predicted, as stored alike (null while pending)."
+    )
+    correct: bool | None = Field(
+        description="Whether the prediction was right: for a multi-label model, its whole label "
+        "set (null while pending)."
+    )

@@ -30,6 +30,8 @@ class ServedModel:
     quantized: bool
     runtime: str = "torch"
     test_metrics: dict = field(default_factory=dict)
+    multilabel: bool = False
+    thresholds: dict[str, float] | None = None  # multi-label: each label's decision threshold
     predictor: EmotionPredictor | None = field(default=None, compare=False, repr=False)
 
     def predict(self, texts: list[str]) -> list[tuple[ServedModel, Prediction]]:
@@ -47,6 +49,8 @@ class ServedModel:
             "max_tokens": self.max_length,
             "quantized": self.quantized,
             "runtime": self.runtime,
+            "task": "multilabel" if self.multilabel else "single",
+            "thresholds": self.thresholds,
             "test_metrics": self.test_metrics,
         }
 
@@ -94,7 +98,15 @@ class ChampionHolder:
             max_length=predictor.max_length,
             quantized=self.settings.quantize,
             runtime=self.settings.runtime,
-            test_metrics={"accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1")},
+            test_metrics={
+                "accuracy": test.get("accuracy"),
+                "macro_f1": test.get("macro_f1"),
+                **({"micro_f1": test["micro_f1"]} if test.get("micro_f1") is not None else {}),
+            },
+            multilabel=predictor.multilabel,
+            thresholds=dict(zip(predictor.labels, map(float, predictor.thresholds), strict=True))
+            if predictor.multilabel
+            else None,
             predictor=predictor,
         )
 

@@ -46,6 +46,9 @@ def serve_command(settings: ServiceSettings) -> tuple[list[str], dict[str, str]]
         "EMOTION_VAR_DIR": str(settings.var_dir),
         "EMOTION_HOST": settings.host,
         "EMOTION_PORT": str(settings.port),
+        # Which registered model: the task may have picked the name (a .env's included).
+        "EMOTION_TASK": settings.task,
+        "EMOTION_MODEL_NAME": settings.model_name,
     }
     if settings.api_key is not None:
         effective["EMOTION_API_KEY"] = settings.api_key.get_secret_value()

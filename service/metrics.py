@@ -12,6 +12,13 @@ from prometheus_client import Counter, Gauge, Histogram
 PREDICTIONS = Counter(
     "emotion_predictions_total", "Predicted texts by emotion and model version.", ["emotion", "model_version"]
 )
+# A multi-label model decides several labels per text: each is counted here (a single-label
+# model's one emotion too), so this over emotion_predictions_total is each label's frequency.
+LABELS_DECIDED = Counter(
+    "emotion_predicted_labels_total",
+    "Labels decided per text, by label and model version (multi-label: each over its threshold).",
+    ["emotion", "model_version"],
+)
 CONFIDENCE = Histogram(
     "emotion_prediction_confidence",
     "Probability of the predicted emotion.",
@@ -79,6 +86,8 @@ def count_prediction(prediction) -> None:
     """One answered text (an ``EmotionPrediction``) in the model metrics."""
     version = prediction.model_version
     PREDICTIONS.labels(prediction.emotion, version).inc()
+    for emotion in prediction.emotions:
+        LABELS_DECIDED.labels(emotion, version).inc()
     CONFIDENCE.labels(version).observe(prediction.confidence)
     INPUT_TOKENS.observe(prediction.tokens)
     if prediction.truncated:

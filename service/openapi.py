@@ -52,7 +52,7 @@ _ROUTE_CODES = {
 }
 
 
-def exact_document(generated: dict, labels: list[str], api_key: bool) -> dict:
+def exact_document(generated: dict, labels: list[str], api_key: bool, max_labels: int = 1) -> dict:
     """The service's document from BentoML's ``generated`` one."""
     spec = copy.deepcopy(generated)
     spec["info"] = {
@@ -60,7 +60,9 @@ def exact_document(generated: dict, labels: list[str], api_key: bool) -> dict:
         "version": spec.get("info", {}).get("version") or "0.1.0",
         "description": "Emotion classification of English text, served from the MLflow registry "
         "alias the service is configured for. `POST /predict` and `/predict_batch` classify; "
-        "`POST /feedback` sends the true label of a logged prediction. "
+        "`POST /feedback` sends the true label (or, for a multi-label model, labels) of a logged "
+        "prediction. A single-label model's `all_emotions` sum to 1; a multi-label model's are "
+        "independent probabilities, one per label, and `emotions` lists those over their thresholds. "
         + (
             "Every endpoint but health, metrics and these docs needs the `x-api-key` header."
             if api_key
@@ -105,7 +107,7 @@ def exact_document(generated: dict, labels: list[str], api_key: bool) -> dict:
                 operation["security"] = [{"ApiKey": []}]
             elif path not in OPEN_PATHS:
                 operation["security"] = []
-    _declare_inputs(spec, labels)
+    _declare_inputs(spec, labels, max_labels)
     for path in JSON_BODY_PATHS:
         body = spec["paths"].get(path, {}).get("post", {}).get("requestBody")
         if body is not None:
@@ -126,7 +128,7 @@ def _error_response(code: str, description: str | None = None) -> dict:
     return response
 
 
-def _declare_inputs(spec: dict, labels: list[str]) -> None:
+def _declare_inputs(spec: dict, labels: list[str], max_labels: int) -> None:
     """Constraints the service enforces that the generated schemas lack."""
     _declare_batch_alias(spec)
     feedback = spec["components"]["schemas"].get("Feedback")
@@ -136,6 +138,22 @@ def _declare_inputs(spec: dict, labels: list[str]) -> None:
             "enum": list(labels),
             "description": "The true emotion: one of the served model's labels.",
         }
+        feedback["properties"]["labels"] = {
+            "type": "array",
+            "items": {"type": "string", "enum": list(labels)},
+            "minItems": 1,
+            "maxItems": max_labels,
+            "description": "The true emotions, each one of the served model's labels (repeats count "
+            f"once); more than one for a multi-label model only (at most {max_labels} here).",
+        }
+        # Exactly one of the two (label or labels), never null.
+        feedback["oneOf"] = [
+            {"required": ["label"], "not": {"required": ["labels"]}},
+            {"required": ["labels"], "not": {"required": ["label"]}},
+        ]
+        feedback["required"] = [
+            name for name in feedback.get("required", []) if name not in ("label", "labels")
+        ]
 
 
 def _declare_batch_alias(spec: dict) -> None:

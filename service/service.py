@@ -33,9 +33,9 @@ from core.inference.batching import MicroBatcher, Overloaded
 from core.settings import ServiceSettings
 from core.store import ReportIndex, Store
 from core.store.reports import DECISION_FIELDS, listing
-from core.store.rows import prediction_row
+from core.store.rows import decided_labels, joined_labels, prediction_row
 from core.store.writer import PredictionLogWriter, spool_dir_for
-from service.api import EmotionPrediction, Feedback, FeedbackReceipt, text_type
+from service.api import EmotionPrediction, Feedback, FeedbackReceipt, max_feedback_labels, text_type
 from service.champion import ChampionHolder
 from service.guard import RequestGuard, bound_endpoint_labels, say_error
 from service.metrics import (
@@ -157,7 +157,7 @@ class EmotionService:
         for text, (model, result) in zip(texts, results, strict=True):
             answer = EmotionPrediction(
                 emotion=result.emotion,
-                emotions=[result.emotion],
+                emotions=list(result.emotions),
                 confidence=result.confidence,
                 all_emotions=result.probabilities,
                 uncertain=result.confidence < self.settings.uncertain_below,
@@ -214,35 +214,52 @@ class EmotionService:
         responses={202: {"model": FeedbackReceipt, "description": "Pending: not logged yet."}},
     )
     async def feedback(self, body: Feedback) -> JSONResponse:
-        """Store the true label for a logged prediction (needs the API key: labels train models).
+        """Store the true label(s) for a logged prediction (needs the API key: labels train models).
 
-        A prediction still on its way to the log (queued in another worker or pod) gets the
-        label when it arrives: the answer is then 202, ``pending``."""
-        labels = list(self.holder.current.labels)
-        if body.label not in labels:
-            raise HTTPException(400, f"unknown label '{body.label}'; expected one of {labels}")
+        A single-label model takes ``label``; a multi-label one takes ``labels`` (a list; ``label``
+        for one). A prediction still on its way to the log (queued in another worker or pod)
+        gets the label when it arrives: the answer is then 202, ``pending``."""
+        served = self.holder.current
+        labels, given = list(served.labels), body.given()
+        unknown = [label for label in given if label not in labels]
+        if unknown:
+            raise HTTPException(400, f"unknown label(s) {unknown}; expected one of {labels}")
+        limit = max_feedback_labels(labels, served.multilabel)
+        if body.labels is not None and len(body.labels) > limit:
+            kind = "multi-label" if served.multilabel else "single-label"
+            raise HTTPException(
+                400, f"the served model is {kind}: give at most {limit} label(s), not {len(body.labels)}"
+            )
+        stored = joined_labels(given)
         try:
             # Blocking work (queue flush, database) runs in a thread, not on the event loop.
-            row = await asyncio.to_thread(self._store_feedback, body.request_id, body.label)
+            row = await asyncio.to_thread(self._store_feedback, body.request_id, stored)
         except Exception as error:
             raise _store_unavailable("prediction log store", error) from None
-        if row is None:
-            receipt = FeedbackReceipt(
-                request_id=body.request_id, label=body.label, status="pending", predicted=None, correct=None
-            )
-            return JSONResponse(receipt.model_dump(), status_code=202)
-        FEEDBACK.labels(row["model_version"]).inc()
-        correct = row["emotion"] == body.label
-        if correct:
-            FEEDBACK_CORRECT.labels(row["model_version"]).inc()
         receipt = FeedbackReceipt(
             request_id=body.request_id,
-            label=body.label,
-            status="recorded",
-            predicted=row["emotion"],
-            correct=correct,
+            label=stored,
+            labels=stored.split(","),
+            status="pending",
+            predicted=None,
+            correct=None,
         )
-        return JSONResponse(receipt.model_dump())
+        if row is None:
+            return JSONResponse(receipt.model_dump(), status_code=202)
+        FEEDBACK.labels(row["model_version"]).inc()
+        # A multi-label prediction is its decided set, from the logged probabilities.
+        predicted = (
+            decided_labels(row["probabilities"], served.thresholds or {})
+            if served.multilabel
+            else row["emotion"]
+        )
+        correct = predicted == stored
+        if correct:
+            FEEDBACK_CORRECT.labels(row["model_version"]).inc()
+        recorded = receipt.model_copy(
+            update={"status": "recorded", "predicted": predicted, "correct": correct}
+        )
+        return JSONResponse(recorded.model_dump())
 
     def _store_feedback(self, request_id: str, label: str) -> dict | None:
         self.writer.flush(timeout=2.0)  # the prediction may still be queued in this worker
@@ -310,7 +327,12 @@ class EmotionService:
         labels = tuple(self.holder.current.labels)
         if self._document is None or self._document[0] != labels:
             generated = EmotionService.openapi_spec.asdict()
-            document = exact_document(generated, list(labels), api_key=self.settings.api_key is not None)
+            document = exact_document(
+                generated,
+                list(labels),
+                api_key=self.settings.api_key is not None,
+                max_labels=max_feedback_labels(labels, self.holder.current.multilabel),
+            )
             self._document = (labels, document)
         return JSONResponse(self._document[1])
 

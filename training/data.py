@@ -10,6 +10,10 @@ separated label ids, comment id) is read too. Its 28 labels go through a label s
 (``training.label_sets``: ``six`` by default, or ``ekman``); without a ``test.tsv`` (the official
 test split is often kept aside) ``dev`` is the test split and validation is carved from train.
 
+A multi-label dataset (``multilabel=True``: GoEmotions through the ``all`` set, or any source
+whose ``label`` holds comma-separated names) keeps every label of a row, joined by commas in
+``label``; ``EmotionDataset.label_matrix`` gives them as 0/1 columns.
+
 Several sources join with commas (``data/emotion,data/goemotions``): each row keeps its source in
 a ``source`` column, and ``EmotionDataset.summary`` counts rows and dropped rows per source.
 """
@@ -22,9 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from training.label_sets import LabelSet, label_set_named
+from training.label_sets import LabelSet, join_labels, label_set_named, split_labels
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE_STEMS = {
@@ -38,6 +43,7 @@ HUB_LABEL_NAMES = ("sadness", "joy", "love", "anger", "fear", "surprise")
 GOEMOTIONS_LABELS_FILE = "labels.txt"
 # A GoEmotions source without the label set named: our six emotions.
 GOEMOTIONS_DEFAULT_LABEL_SET = "six"
+GOEMOTIONS_MULTILABEL_SET = "all"
 VALIDATION_SHARE = 0.1  # carved from train where a source has no validation split of its own
 _MAX_ROWS_IN_MESSAGE = 5
 
@@ -56,6 +62,7 @@ class EmotionDataset:
     # The label set the sources' labels went through (name, why, one table per source kind).
     label_set: dict | None = None
     summary: dict = field(default_factory=dict)  # per source: rows per split, rows dropped
+    multilabel: bool = False  # ``label`` holds every label of a row, joined by commas
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -69,8 +76,19 @@ class EmotionDataset:
         return self.splits[split]["text"].tolist()
 
     def label_ids(self, split: str) -> list[int]:
+        if self.multilabel:
+            raise DataError("a multi-label dataset has no single label id per row; use label_matrix")
         label2id = self.label2id
         return [label2id[label] for label in self.splits[split]["label"]]
+
+    def label_matrix(self, split: str) -> np.ndarray:
+        """One row per text, one 0/1 column per label (``self.labels`` order)."""
+        label2id = self.label2id
+        matrix = np.zeros((len(self.splits[split]), len(self.labels)), dtype=np.float32)
+        for row, value in enumerate(self.splits[split]["label"]):
+            for label in split_labels(value) if self.multilabel else (value,):
+                matrix[row, label2id[label]] = 1.0
+        return matrix
 
 
 def load_emotion_dataset(
@@ -78,6 +96,7 @@ def load_emotion_dataset(
     splits: Iterable[str] = SPLITS,
     label_names: tuple[str, ...] = HUB_LABEL_NAMES,
     label_set: str | None = None,
+    multilabel: bool = False,
 ) -> EmotionDataset:
     """Load the given splits from a folder, a hub dataset id, or several joined with commas,
     and check them.
@@ -86,26 +105,41 @@ def load_emotion_dataset(
     ``label_set`` (``six``, ``ekman``) maps every source's labels onto one set; without it a
     GoEmotions source goes through ``six`` and other sources keep their labels. The label set is
     taken from ``train`` when it is loaded, and every other split must stay inside it.
+    ``multilabel`` keeps every label of a row (GoEmotions then goes through ``all``); a
+    multi-label set asked for without it is an error, not a silent single-label model.
     """
     splits = tuple(splits)
     unknown_splits = set(splits) - set(SPLITS)
     if unknown_splits:
         raise DataError(f"unknown split(s) {sorted(unknown_splits)}; choose from {list(SPLITS)}")
     chosen = label_set_named(label_set) if label_set else None
+    if chosen is not None and chosen.multi_label and not multilabel:
+        raise DataError(f"label set '{chosen.name}' is multi-label; train it with --task multilabel")
+    if chosen is not None and multilabel and not chosen.multi_label:
+        raise DataError(
+            f"label set '{chosen.name}' gives one label per row; a multi-label model needs "
+            f"'{GOEMOTIONS_MULTILABEL_SET}' (or no label set)"
+        )
     parts = [part.strip() for part in str(source).split(",") if part.strip()]
     if not parts:
         raise DataError("no data source given; pass --data or set EMOTION_DATA_DIR")
-    loaded = [_load_source(part, splits, label_names, chosen) for part in parts]
+    loaded = [_load_source(part, splits, label_names, chosen, multilabel) for part in parts]
     frames = {split: pd.concat([part[0][split] for part in loaded], ignore_index=True) for split in splits}
     used = {part[2].name: part[2] for part in loaded if part[2] is not None}
     kinds = {part[3]["kind"] for part in loaded if part[2] is not None}
 
     reference_split = "train" if "train" in frames else splits[0]
-    labels = tuple(sorted(frames[reference_split]["label"].unique()))
+    if multilabel:
+        frames = {split: frame.assign(label=frame["label"].map(_joined)) for split, frame in frames.items()}
+    names = _label_names(frames[reference_split]["label"], multilabel)
+    # A multi-label set's labels are all its labels, whether or not train shows each one.
+    labels = tuple(sorted(set(names) | {label for used_set in used.values() for label in used_set.labels}))
+    if not multilabel or not used:
+        labels = names
     if len(labels) < 2:
         raise DataError(f"split '{reference_split}' has {len(labels)} label(s); need at least 2")
     for split, frame in frames.items():
-        unknown = sorted(set(frame["label"]) - set(labels))
+        unknown = sorted(set(_label_names(frame["label"], multilabel)) - set(labels))
         if unknown:
             raise DataError(
                 f"split '{split}' has label(s) {unknown} that '{reference_split}' does not; "
@@ -117,16 +151,33 @@ def load_emotion_dataset(
         source=" + ".join(part[1] for part in loaded),
         label_set=next(iter(used.values())).card(kinds) if len(used) == 1 else None,
         summary={part[1]: part[3] for part in loaded},
+        multilabel=multilabel,
     )
 
 
+def _joined(value: str) -> str:
+    """A multi-label row's ``label`` in one spelling (``love, joy`` → ``joy,love``)."""
+    return join_labels(label.strip() for label in value.split(","))
+
+
+def _label_names(values: pd.Series, multilabel: bool) -> tuple[str, ...]:
+    if not multilabel:
+        return tuple(sorted(values.unique()))
+    return tuple(sorted({label for value in values.unique() for label in split_labels(value)}))
+
+
 def _load_source(
-    source: str, splits: tuple[str, ...], label_names: tuple[str, ...], label_set: LabelSet | None
+    source: str,
+    splits: tuple[str, ...],
+    label_names: tuple[str, ...],
+    label_set: LabelSet | None,
+    multilabel: bool = False,
 ) -> tuple[dict[str, pd.DataFrame], str, LabelSet | None, dict]:
     """One source's splits (text, label, source), its name, the label set used and its counts."""
     path = Path(source).expanduser()
     if path.is_dir() and _is_goemotions(path):
-        return _load_goemotions(path, splits, label_set or label_set_named(GOEMOTIONS_DEFAULT_LABEL_SET))
+        default = GOEMOTIONS_MULTILABEL_SET if multilabel else GOEMOTIONS_DEFAULT_LABEL_SET
+        return _load_goemotions(path, splits, label_set or label_set_named(default))
     if path.is_dir():
         raw = {split: _read_split_file(_find_split_file(path, split)) for split in splits}
         source_name = str(path.resolve())

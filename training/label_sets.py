@@ -29,6 +29,8 @@ class LabelSet:
     description: str
     why: str
     map: dict[str, dict[str, str]]
+    # A multi-label set keeps every label a row maps to (``label``: the names joined by commas).
+    multi_label: bool = False
 
     def table(self, kind: str) -> dict[str, str]:
         if kind not in self.map:
@@ -48,8 +50,11 @@ class LabelSet:
 
     def apply_multi(self, frames: dict[str, pd.DataFrame], kind: str):
         """Multi-label rows (``labels``: a tuple) to one label each: kept when the labels map to
-        exactly one of ours; dropped when they map to none, or to two (which one is the truth?)."""
+        exactly one of ours; dropped when they map to none, or to two (which one is the truth?).
+        A multi-label set keeps them all, joined by commas; only rows that map to none drop."""
         table = self.table(kind)
+        if self.multi_label:
+            return self._keep_all(frames, table)
         mapped, unmapped, ambiguous = {}, {}, {}
         for split, frame in frames.items():
             targets = frame["labels"].map(lambda labels: {table[label] for label in labels if label in table})
@@ -61,11 +66,26 @@ class LabelSet:
             ).reset_index(drop=True)
         return mapped, {"dropped_unmapped": unmapped, "dropped_ambiguous": ambiguous}
 
+    @staticmethod
+    def _keep_all(frames: dict[str, pd.DataFrame], table: dict[str, str]):
+        mapped, unmapped = {}, {}
+        for split, frame in frames.items():
+            targets = frame["labels"].map(
+                lambda labels: join_labels(table[label] for label in labels if label in table)
+            )
+            kept = targets != ""
+            unmapped[split] = int((~kept).sum())
+            mapped[split] = pd.DataFrame({"text": frame["text"][kept], "label": targets[kept]}).reset_index(
+                drop=True
+            )
+        return mapped, {"dropped_unmapped": unmapped}
+
     def card(self, kinds: set[str]) -> dict:
         """What the model card records: the set, its reason, and the tables of the kinds used."""
         return {
             "name": self.name,
             "labels": list(self.labels),
+            "multi_label": self.multi_label,
             "why": self.why,
             "map": {kind: self.map[kind] for kind in sorted(kinds) if kind in self.map},
         }
@@ -91,4 +111,14 @@ def label_set_named(name: str) -> LabelSet:
         description=entry["description"],
         why=entry["why"],
         map=entry["map"],
+        multi_label=bool(entry.get("multi_label", False)),
     )
+
+
+def join_labels(labels) -> str:
+    """A multi-label row's labels as one value: unique names, sorted, joined by commas."""
+    return ",".join(sorted(set(labels)))
+
+
+def split_labels(value: str) -> tuple[str, ...]:
+    return tuple(label for label in value.split(",") if label)

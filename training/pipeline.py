@@ -27,7 +27,7 @@ from core.settings import TrainingSettings
 from training.base_model import BaseModel, resolve_base_model
 from training.baseline import BASELINE_PARAMS, train_baseline
 from training.data import EmotionDataset, load_emotion_dataset
-from training.evaluate import Evaluation, evaluate, plot_confusion_matrix
+from training.evaluate import Evaluation, evaluate, evaluate_multilabel, plot_confusion_matrix, score_on
 from training.train import TrainingConfig, fine_tune, resolve_device
 
 log = logging.getLogger(__name__)
@@ -61,19 +61,24 @@ def train_and_register(
     ``dataset`` lets a caller (retraining) pass data it has assembled itself.
     """
     dataset = dataset or load_emotion_dataset(
-        data_source or settings.resolve_data_source(), label_set=settings.label_set
+        data_source or settings.resolve_data_source(),
+        label_set=settings.label_set,
+        multilabel=settings.task == "multilabel",
     )
     device = resolve_device(settings.device)  # before any work: a missing GPU stops here
     base = resolve_base_model(base_model_spec or settings.base_model, settings.base_model_cache)
     client = connect(settings)
     experiment_id = ensure_experiment(client, settings)
 
+    # The TF-IDF baseline is a single-label classifier: no baseline run for a multi-label model.
+    with_baseline = with_baseline and not dataset.multilabel
     baseline = _run_baseline(dataset, experiment_id, config.seed) if with_baseline else None
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"distilbert-{base.origin}") as run:
         mlflow.set_tags(
             {
                 "model_kind": "distilbert",
+                "task": "multilabel" if dataset.multilabel else "single",
                 "base_model": base.name,
                 "base_model_origin": base.origin,
                 "device": str(device),
@@ -165,10 +170,7 @@ def evaluate_and_register(
     log it, register it as a new version with its card and reference sample, and point
     ``challenger`` at it. Labels are matched by name, so a model brought from elsewhere may
     order them its own way."""
-    predicted = predictor.predict_proba(dataset.texts("test")).argmax(axis=1)
-    label2id = dataset.label2id
-    predicted_ids = np.array([label2id.get(predictor.labels[i], -1) for i in predicted])
-    test = evaluate(dataset.label_ids("test"), predicted_ids, dataset.labels)
+    test, predicted_ids = score_on(predictor, dataset, "test")
     by_source = _scores_by_source(dataset, predicted_ids)
     mlflow.log_metrics(
         {
@@ -228,7 +230,12 @@ def _log_and_register(
     reference = _reference_sample(predictor, dataset, config)
     reference.to_parquet(scratch / REFERENCE, index=False)
     card = {
+        "task": predictor.task,
         "labels": list(predictor.labels),
+        # Multi-label: the decision threshold of each label (also in the model's config.json).
+        "thresholds": dict(zip(predictor.labels, map(float, predictor.thresholds), strict=True))
+        if predictor.multilabel
+        else None,
         "max_length": config.max_length,
         "base_model": {"name": base.name, "origin": base.origin},
         "data_source": dataset.source,
@@ -274,15 +281,19 @@ def _scores_by_source(dataset: EmotionDataset, predicted) -> dict[str, dict]:
     test = dataset.splits["test"]
     if "source" not in test or test["source"].nunique() < 2:
         return {}
-    truth = dataset.label_ids("test")
+    truth = dataset.label_matrix("test") if dataset.multilabel else np.array(dataset.label_ids("test"))
     scores = {}
     for source, rows in test.groupby("source").indices.items():
-        result = evaluate([truth[i] for i in rows], predicted[rows], dataset.labels)
+        if dataset.multilabel:
+            result = evaluate_multilabel(truth[rows], predicted[rows], dataset.labels)
+        else:
+            result = evaluate(truth[rows], predicted[rows], dataset.labels)
         name = _metric_name(source, scores)
         scores[name] = {
             "rows": len(rows),
             "accuracy": result.accuracy,
             "macro_f1": result.macro_f1,
+            **({"micro_f1": result.micro_f1} if result.micro_f1 is not None else {}),
         }
     return scores
 

@@ -22,7 +22,7 @@ from core.registry import (
 )
 from core.settings import TrainingSettings
 from training.data import DataError, EmotionDataset, load_emotion_dataset
-from training.evaluate import Evaluation, evaluate
+from training.evaluate import Evaluation, score_on
 
 PREVIOUS_CHAMPION_TAG = "promotion.previous_champion"
 
@@ -69,12 +69,7 @@ class PromotionResult:
 
 def evaluate_bundle(bundle: ModelBundle, dataset: EmotionDataset, split: str = "test") -> Evaluation:
     """Score a registered model on a split, matching labels by name (not by id)."""
-    predictor = bundle.predictor()
-    predicted = predictor.predict_proba(dataset.texts(split)).argmax(axis=1)
-    label2id = dataset.label2id
-    # A label the data does not know counts as a miss (-1), never as some other class.
-    predicted_ids = [label2id.get(predictor.labels[i], -1) for i in predicted]
-    return evaluate(dataset.label_ids(split), predicted_ids, dataset.labels)
+    return score_on(bundle.predictor(), dataset, split)[0]
 
 
 def promote(
@@ -97,7 +92,6 @@ def promote(
     challenger's version.
     """
     tolerance = settings.promotion_tolerance if tolerance is None else tolerance
-    floor = settings.promotion_floor if floor is None else floor
     client = connect(settings)
     name = settings.model_name
     challenger = version_by_alias(client, name, CHALLENGER)
@@ -109,12 +103,16 @@ def promote(
 
     challenger_bundle = download_version(client, settings, challenger)
     champion_bundle = download_version(client, settings, champion) if champion else None
+    multilabel = challenger_bundle.task == "multilabel"
+    if floor is None:
+        floor = settings.promotion_floor_multilabel if multilabel else settings.promotion_floor
     if gate_sets is None:
         # The data goes through the label set the challenger was trained with, unless told otherwise.
         dataset = dataset or load_emotion_dataset(
             data_source or settings.resolve_data_source(),
             splits=("test",),
             label_set=settings.label_set or challenger_bundle.label_set,
+            multilabel=multilabel,
         )
         gate_sets = {"test split": dataset}
     for gate_set in gate_sets.values():

@@ -47,7 +47,11 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
     the same text in train, no text of the gate set (test or held-out feedback) stays in train,
     and the curated test split keeps its labels (so gate scores stay comparable over time).
     """
-    known = feedback["label"].isin(base.labels)
+    # A multi-label answer is stored as its labels joined by commas: each must be known.
+    labels = set(base.labels)
+    known = feedback["label"].map(
+        lambda value: set(value.split(",")) <= labels if base.multilabel else value in labels
+    )
     dropped = int((~known).sum())
     feedback = feedback[known].sort_values("feedback_at").assign(source="feedback")
     holdout_count = round(len(feedback) * holdout_share)
@@ -65,13 +69,19 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
     source = f"{base.source} + {len(learn)} feedback rows"
     gate_sets = {
         "test split": EmotionDataset(
-            splits={"test": base.splits["test"]}, labels=base.labels, source=base.source
+            splits={"test": base.splits["test"]},
+            labels=base.labels,
+            source=base.source,
+            multilabel=base.multilabel,
         )
     }
     if holdout is not None:
         holdout_set = holdout.drop_duplicates(subset="text", keep="last").reset_index(drop=True)
         gate_sets["held-out feedback"] = EmotionDataset(
-            splits={"test": holdout_set}, labels=base.labels, source="held-out feedback"
+            splits={"test": holdout_set},
+            labels=base.labels,
+            source="held-out feedback",
+            multilabel=base.multilabel,
         )
     return RetrainData(
         dataset=EmotionDataset(
@@ -86,8 +96,11 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
                     "rows": {"train": len(learn), "test": 0 if holdout is None else len(holdout)},
                 },
             },
+            multilabel=base.multilabel,
         ),
-        gate_set=EmotionDataset(splits={"test": gate_test}, labels=base.labels, source=source),
+        gate_set=EmotionDataset(
+            splits={"test": gate_test}, labels=base.labels, source=source, multilabel=base.multilabel
+        ),
         feedback_train_rows=len(learn),
         feedback_holdout_rows=0 if holdout is None else len(holdout),
         dropped_unknown_labels=dropped,
@@ -110,7 +123,9 @@ def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, prog
     # The champion's label set, unless told otherwise: a retrain must not change the served labels.
     champion = load_bundle(connect(settings), settings)
     base = load_emotion_dataset(
-        settings.resolve_data_source(), label_set=settings.label_set or champion.label_set
+        settings.resolve_data_source(),
+        label_set=settings.label_set or champion.label_set,
+        multilabel=champion.task == "multilabel",
     )
     if set(base.labels) != set(champion.labels):
         raise DataError(

@@ -3,6 +3,10 @@
 A plain PyTorch loop rather than ``Trainer``: on two cores the wins come from length-grouped
 batches with dynamic padding and from evaluating only as often as early stopping needs, and a
 short loop keeps both visible.
+
+A multi-label dataset trains a multi-label model: sigmoid outputs and binary cross-entropy, with
+one decision threshold per label tuned on validation at every evaluation (early stopping judges
+the tuned macro-F1); the best evaluation's thresholds are saved in the model's config.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from core.inference.predictor import EmotionPredictor, pad_batch
+from core.inference.predictor import MULTI_LABEL, EmotionPredictor, pad_batch
 from training.data import EmotionDataset
-from training.evaluate import evaluate
+from training.evaluate import evaluate, evaluate_multilabel, tune_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,8 @@ class TrainingConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     class_weighting: Literal["none", "sqrt_inverse"] = Field(
         default="sqrt_inverse",
-        description="Loss weights per class; sqrt_inverse lifts rare classes (surprise, love) for macro-F1.",
+        description="Loss weights per class; sqrt_inverse lifts rare classes (surprise, love) for macro-F1 "
+        "(multi-label: each label's positives weighted by the square root of its negatives per positive).",
     )
     reference_size: int = Field(default=2000, ge=1, description="Validation rows kept for drift.")
 
@@ -68,6 +73,7 @@ class FineTuneResult:
     steps: int
     train_seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    thresholds: dict[str, float] | None = None  # multi-label: tuned on validation
 
 
 def set_seed(seed: int) -> None:
@@ -110,11 +116,13 @@ def fine_tune(
     if config.threads:
         torch.set_num_threads(config.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+    multilabel = dataset.multilabel
     model = AutoModelForSequenceClassification.from_pretrained(
         base_model_path,
         num_labels=len(dataset.labels),
         id2label=dataset.id2label,
         label2id=dataset.label2id,
+        **({"problem_type": MULTI_LABEL} if multilabel else {}),
     ).to(device)
     on_gpu = device.type == "cuda"
     # Native bf16 only: emulated bf16 (older GPUs) is slower than fp16 with loss scaling.
@@ -126,14 +134,18 @@ def fine_tune(
     scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and half == torch.float16)
 
     texts = dataset.texts("train")
-    labels = dataset.label_ids("train")
+    labels = dataset.label_matrix("train") if multilabel else dataset.label_ids("train")
     if config.max_train_samples and config.max_train_samples < len(texts):
         keep = np.random.default_rng(config.seed).choice(len(texts), config.max_train_samples, replace=False)
         texts = [texts[i] for i in keep]
-        labels = [labels[i] for i in keep]
+        labels = labels[keep] if multilabel else [labels[i] for i in keep]
     encoded = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
-    weights = class_weights(labels, len(dataset.labels), config.class_weighting)
-    loss_function = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    if multilabel:
+        weights = positive_weights(labels, config.class_weighting)
+        loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=None if weights is None else weights.to(device))
+    else:
+        weights = class_weights(labels, len(dataset.labels), config.class_weighting)
+        loss_function = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
 
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = max(1, round(steps_per_epoch * config.epochs))
@@ -150,12 +162,14 @@ def fine_tune(
             max(0.0, (total_steps - step) / max(total_steps - warmup, 1)),
         ),
     )
-    val_texts, val_labels = dataset.texts("validation"), dataset.label_ids("validation")
+    val_texts = dataset.texts("validation")
+    val_labels = dataset.label_matrix("validation") if multilabel else dataset.label_ids("validation")
     predictor = EmotionPredictor(
         model, tokenizer, max_length=config.max_length, batch_size=config.eval_batch_size
     )
 
     best_f1, best_step, best_state, evals_without_gain = -1.0, 0, None, 0
+    best_thresholds: dict[str, float] | None = None
     history: list[dict[str, float]] = []
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
@@ -166,7 +180,10 @@ def fine_tune(
         for batch_indices in _length_grouped_batches(encoded, config.batch_size, rng):
             model.train()
             input_ids, attention_mask = pad_batch([encoded[i] for i in batch_indices], tokenizer.pad_token_id)
-            target = torch.tensor([labels[i] for i in batch_indices], device=device)
+            if multilabel:
+                target = torch.from_numpy(labels[batch_indices]).to(device)
+            else:
+                target = torch.tensor([labels[i] for i in batch_indices], device=device)
             with torch.autocast(device.type, dtype=half, enabled=on_gpu):
                 logits = model(
                     input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
@@ -188,13 +205,23 @@ def fine_tune(
 
             if step % eval_every == 0 or step == total_steps:
                 model.eval()
-                val_pred = predictor.predict_proba(val_texts).argmax(axis=1)
-                scores = evaluate(val_labels, val_pred, dataset.labels)
+                thresholds = None
+                if multilabel:
+                    probabilities = predictor.predict_proba(val_texts)
+                    thresholds = tune_thresholds(val_labels, probabilities, dataset.labels)
+                    predictor.set_thresholds(thresholds)
+                    scores = evaluate_multilabel(
+                        val_labels, predictor.decisions(probabilities), dataset.labels
+                    )
+                else:
+                    val_pred = predictor.predict_proba(val_texts).argmax(axis=1)
+                    scores = evaluate(val_labels, val_pred, dataset.labels)
                 metrics = {
                     "val_accuracy": scores.accuracy,
                     "val_macro_f1": scores.macro_f1,
                     "train_loss": float(loss.item()),
                     "epoch": step / steps_per_epoch,
+                    **({"val_micro_f1": scores.micro_f1} if multilabel else {}),
                 }
                 history.append({"step": step, **metrics})
                 if on_eval:
@@ -202,6 +229,7 @@ def fine_tune(
                 if scores.macro_f1 > best_f1:
                     best_f1, best_step, evals_without_gain = scores.macro_f1, step, 0
                     best_state = copy.deepcopy(model.state_dict())
+                    best_thresholds = thresholds
                 else:
                     evals_without_gain += 1
                 log.info(
@@ -219,6 +247,8 @@ def fine_tune(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    if best_thresholds is not None:
+        model.config.label_thresholds = best_thresholds  # saved with the model (config.json)
     model = model.to("cpu").eval()
     return FineTuneResult(
         model=model,
@@ -228,6 +258,7 @@ def fine_tune(
         steps=step,
         train_seconds=time.perf_counter() - started,
         history=history,
+        thresholds=best_thresholds,
     )
 
 
@@ -239,6 +270,16 @@ def class_weights(labels: list[int], num_labels: int, scheme: str) -> torch.Tens
     weights = 1.0 / np.sqrt(np.maximum(counts, 1))
     weights *= len(labels) / float((weights * counts).sum())
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def positive_weights(labels: np.ndarray, scheme: str, cap: float = 30.0) -> torch.Tensor | None:
+    """Multi-label ``pos_weight``: sqrt(negatives / positives) per label, capped so a label seen
+    a handful of times cannot dominate the loss."""
+    if scheme == "none":
+        return None
+    positives = labels.sum(axis=0).astype(np.float64)
+    ratio = (len(labels) - positives) / np.maximum(positives, 1)
+    return torch.tensor(np.minimum(np.sqrt(np.maximum(ratio, 1.0)), cap), dtype=torch.float32)
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -1,7 +1,10 @@
 """Inference over a fine-tuned sequence classifier, independent of any serving framework.
 
 The label names come from the model's own ``config.id2label``, so whatever trained the model
-decides the labels and nothing downstream can disagree with it.
+decides the labels and nothing downstream can disagree with it. So does the kind of model: a
+config with ``problem_type = "multi_label_classification"`` gets independent sigmoid
+probabilities and its per-label decision thresholds (``config.label_thresholds``, written when it
+was trained); any other gets a softmax.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.special import softmax
+from scipy.special import expit, softmax
 
 # The fixed cost of one forward pass, in padded tokens it is worth: more batches beat padding
 # down to about this (measured on random 16-text batches, docs/performance.md).
 FORWARD_COST_TOKENS = 16
+MULTI_LABEL = "multi_label_classification"
+# A multi-label model that brings no thresholds of its own: the sigmoid's even odds.
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,18 @@ class Prediction:
     probabilities: dict[str, float]
     truncated: bool
     tokens: int
+    # The labels decided for the text, most probable first; a single-label model's is (emotion,).
+    emotions: tuple[str, ...] = ()
+
+
+def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Multi-label decisions (rows by labels, bool): every label at or over its threshold, and the
+    most probable one where none is, so every text gets at least one label (GoEmotions gives
+    each comment at least one, neutral included)."""
+    chosen = probabilities >= thresholds
+    if len(probabilities):
+        chosen[np.arange(len(probabilities)), probabilities.argmax(axis=1)] = True
+    return chosen
 
 
 class EmotionPredictor:
@@ -45,6 +63,31 @@ class EmotionPredictor:
         self.forward_cost_tokens = forward_cost_tokens
         id2label = model.config.id2label
         self.labels: tuple[str, ...] = tuple(id2label[index] for index in range(len(id2label)))
+        self.multilabel = getattr(model.config, "problem_type", None) == MULTI_LABEL
+        self.thresholds = self._thresholds(getattr(model.config, "label_thresholds", None) or {})
+
+    def _thresholds(self, by_label: dict[str, float]) -> np.ndarray:
+        return np.array(
+            [float(by_label.get(label, DEFAULT_THRESHOLD)) for label in self.labels], dtype=np.float32
+        )
+
+    def set_thresholds(self, by_label: dict[str, float]) -> None:
+        """New decision thresholds (multi-label), kept in the model's config so they are saved with it."""
+        self.model.config.label_thresholds = {label: float(by_label[label]) for label in self.labels}
+        self.thresholds = self._thresholds(by_label)
+
+    @property
+    def task(self) -> str:
+        return "multilabel" if self.multilabel else "single"
+
+    def decisions(self, probabilities: np.ndarray) -> np.ndarray:
+        """The labels decided per row (bool, rows by labels): over threshold, or the argmax."""
+        if self.multilabel:
+            return decide(probabilities, self.thresholds)
+        chosen = np.zeros(probabilities.shape, dtype=bool)
+        if len(probabilities):
+            chosen[np.arange(len(probabilities)), probabilities.argmax(axis=1)] = True
+        return chosen
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, **kwargs) -> EmotionPredictor:
@@ -62,16 +105,19 @@ class EmotionPredictor:
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, one row per text, columns in ``self.labels`` order."""
+        """Class probabilities, one row per text, columns in ``self.labels`` order (independent
+        per label for a multi-label model: a row need not sum to 1)."""
         probabilities, _ = self._forward(texts)
         return probabilities
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         with torch.inference_mode():
             probabilities, token_counts = self._forward(texts)
+        decided = self.decisions(probabilities)
         predictions = []
-        for row, tokens in zip(probabilities, token_counts, strict=True):
+        for row, chosen, tokens in zip(probabilities, decided, token_counts, strict=True):
             best = int(row.argmax())
+            picked = np.flatnonzero(chosen)
             predictions.append(
                 Prediction(
                     emotion=self.labels[best],
@@ -79,6 +125,7 @@ class EmotionPredictor:
                     probabilities={label: float(p) for label, p in zip(self.labels, row, strict=True)},
                     truncated=tokens > self.max_length,
                     tokens=min(tokens, self.max_length),
+                    emotions=tuple(self.labels[i] for i in picked[np.argsort(-row[picked], kind="stable")]),
                 )
             )
         return predictions
@@ -106,7 +153,8 @@ class EmotionPredictor:
             # SciPy's softmax, not torch's: torch.softmax always enters an OpenMP parallel region,
             # which starts torch's thread pool, whose idle threads then spin after every forward.
             # On ONNX Runtime, where torch does nothing else, that took a fifth of the server's CPU.
-            output[indices] = softmax(logits.float().cpu().numpy(), axis=-1)
+            scores = logits.float().cpu().numpy()
+            output[indices] = expit(scores) if self.multilabel else softmax(scores, axis=-1)
         return output, token_counts
 
 

@@ -138,17 +138,24 @@ class PredictionStore:
             return connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
 
     def stream_window(
-        self, window: TrafficWindow, max_chars: int, chunk_rows: int = CHUNK_ROWS
-    ) -> Iterator[tuple[datetime, str, str, float, str | None]]:
+        self,
+        window: TrafficWindow,
+        max_chars: int,
+        chunk_rows: int = CHUNK_ROWS,
+        with_probabilities: bool = False,
+    ) -> Iterator[tuple]:
         """The window's rows, newest first, as (created_at, text, emotion, confidence,
-        feedback_label), streamed in chunks of ``chunk_rows``. Each text is cut to ``max_chars``
-        in the database, before it is sent, so memory stays bounded however long the texts."""
+        feedback_label), plus each row's probabilities with ``with_probabilities`` (a
+        multi-label model's decided labels come from them), streamed in chunks of
+        ``chunk_rows``. Each text is cut to ``max_chars`` in the database, before it is sent, so
+        memory stays bounded however long the texts."""
         query = sa.select(
             predictions.c.created_at,
             sa.func.substr(predictions.c.text, 1, max_chars).label("text"),
             predictions.c.emotion,
             predictions.c.confidence,
             predictions.c.feedback_label,
+            *([predictions.c.probabilities] if with_probabilities else []),
         ).where(predictions.c.model_version == window.model_version)
         if window.since:
             query = query.where(predictions.c.created_at >= window.since)

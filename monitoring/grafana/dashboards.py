@@ -174,6 +174,15 @@ def model_dashboard() -> Dashboard:
             ),
             query("sum(rate(emotion_truncated_total[5m])) or vector(0)", "truncated texts/s"),
         ),
+        panel(
+            timeseries,
+            "Label frequency",
+            query("emotion:label_frequency:ratio_rate5m", "{{emotion}}"),
+            unit="percentunit",
+            description="Share of texts each label is decided for; a multi-label model's shares need "
+            "not sum to 1 (a single-label model's are the prediction mix).",
+            width=24,
+        ),
     )
 
 
@@ -236,11 +245,27 @@ def drift_dashboard() -> Dashboard:
         ),
         panel(
             timeseries,
-            "Live accuracy (drift job window)",
-            query("max by (model_version) (emotion_live_accuracy)", "v{{model_version}}"),
+            "Live quality (drift job window)",
+            query("max by (model_version) (emotion_live_accuracy)", "accuracy v{{model_version}}"),
+            query("max by (model_version) (emotion_live_macro_f1)", "macro-F1 v{{model_version}}"),
+            query("max by (model_version) (emotion_live_micro_f1)", "micro-F1 v{{model_version}}"),
             unit="percentunit",
+            description="On feedback-labelled rows; a multi-label model's accuracy is the exact match "
+            "of label sets, its F1s are over labels.",
         ),
         panel(timeseries, "Retrain triggered", query("max(emotion_drift_retrain_triggered)", "triggered")),
+        panel(
+            bargauge,
+            "Label frequency: window vs reference",
+            query(
+                "max by (emotion, side) (emotion_drift_label_frequency)",
+                "{{emotion}} ({{side}})",
+                instant=True,
+            ),
+            unit="percentunit",
+            description="Share of texts each label was decided for (a multi-label model's need not sum to 1).",
+            width=12,
+        ),
         text.Panel()
         .title("Where the reports are")
         .mode(TextMode.MARKDOWN)

@@ -109,7 +109,7 @@ def test_labels_model_and_openapi(service_url):
         ("/feedback", {"label": "joy"}, 400, "request_id"),
         ("/feedback", "{not json", 400, "JSON decode error"),
         ("/feedback", {"request_id": "no-such-id", "label": "joy"}, 400, "String should match pattern"),
-        ("/feedback", {"request_id": UNSEEN_ID, "label": "boredom"}, 400, "unknown label 'boredom'"),
+        ("/feedback", {"request_id": UNSEEN_ID, "label": "boredom"}, 400, "unknown label(s) ['boredom']"),
         ("/predict", {"text": "a" * 2_001}, 400, "the limit is 2000"),
         ("/reports?limit=0", None, 400, "greater than or equal to 1"),
     ],

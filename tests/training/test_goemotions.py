@@ -79,7 +79,9 @@ def test_a_broken_goemotions_line_and_an_unknown_label_set_say_what_to_fix(tmp_p
     csv_folder = write_tiny_dataset(tmp_path / "csv", train=30, validation=12, test=12)
     (csv_folder / "labels.txt").write_text("anger\nfear\n")
     assert load_emotion_dataset(csv_folder).summary[str(csv_folder.resolve())]["kind"] == "emotion"
-    with pytest.raises(ValueError, match=r"unknown label set 'plutchik'; choose from \['six', 'ekman'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown label set 'plutchik'; choose from \['six', 'ekman', 'all'\]"
+    ):
         label_set_named("plutchik")
 
 

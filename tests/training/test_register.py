@@ -50,7 +50,12 @@ def test_a_model_the_data_cannot_judge_is_refused(isolated_env, tiny_base_model,
     multi = save_classifier(
         tiny_base_model, tmp_path / "multi", THEIR_LABELS, problem_type="multi_label_classification"
     )
-    assert "is a multi-label model" in cli("register", str(multi), "--data", str(tiny_data)).output
+    # A multi-label model goes under the multi-label name, so it cannot replace the single-label champion.
+    registered = cli("register", str(multi), "--data", str(tiny_data))
+    assert (
+        registered.exit_code == 0
+        and "registered emotion-classifier-multilabel version 1" in registered.output
+    )
     missing = cli("register", str(tmp_path / "nowhere"), "--data", str(tiny_data))
     assert missing.exit_code == 2 and "cannot load a transformers model" in missing.output
 

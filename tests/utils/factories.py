@@ -108,3 +108,24 @@ def write_goemotions(folder: Path, rows: int = 40) -> Path:
         lines.append(f"glad and amused {stem}\t{_ids('joy', 'amusement')}\tb{stem}")  # both joy: kept
         (folder / f"{stem}.tsv").write_text("\n".join(lines) + "\n")
     return folder
+
+
+def write_tiny_multilabel_dataset(
+    folder: Path, train: int = 240, validation: int = 120, test: int = 60
+) -> Path:
+    """train/validation/test CSVs whose ``label`` names one or two emotions ("joy,love"): every
+    other row carries the cue words of two emotions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(CUE_WORDS)
+    for split, count, seed in (("train", train, 1), ("validation", validation, 2), ("test", test, 3)):
+        rng = random.Random(seed)
+        rows = []
+        for index in range(count):
+            chosen = [names[index % len(names)]]
+            if index % 2:
+                chosen.append(names[(index * 7 + 1) % len(names)])
+            words = [*rng.sample(FILLER_WORDS, 3), *(rng.choice(CUE_WORDS[label]) for label in chosen)]
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "label": ",".join(dict.fromkeys(chosen))})
+        pd.DataFrame(rows).to_csv(folder / f"{split}.csv", index=False)
+    return folder
