@@ -6,7 +6,10 @@ Layout inside the MLflow model's ``artifacts/``:
 - ``model_card.json``: labels, max tokens, base model, data source, training config and the
   test-set evaluation;
 - ``reference.parquet``: validation texts with this model's predicted label and confidence,
-  the reference for drift reports.
+  the reference for drift reports;
+- ``novelty_reference.parquet``: the texts novelty is measured against (``role`` ``index``:
+  training texts; ``calibration``: validation texts that set the threshold), embedded by
+  whichever runtime serves the model (``core.inference.novelty``).
 
 As a pyfunc it takes a DataFrame with a ``text`` column (or a list of strings) and returns the
 emotion, its confidence, ``emotions`` (the decided labels, most probable first, joined by
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 MODEL_DIR = "model"
 MODEL_CARD = "model_card.json"
 REFERENCE = "reference.parquet"
+NOVELTY_REFERENCE = "novelty_reference.parquet"
 
 
 class EmotionClassifierPyfunc(mlflow.pyfunc.PythonModel):
@@ -113,6 +117,31 @@ class ModelBundle:
 
     def reference(self) -> pd.DataFrame:
         return pd.read_parquet(self.local_dir / "artifacts" / REFERENCE)
+
+    @property
+    def novelty(self) -> dict | None:
+        """The card's novelty block (how the index was made, its threshold at registration)."""
+        return self.card.get("novelty")
+
+    def novelty_index(self, predictor: EmotionPredictor, variant: str):
+        """This version's novelty index as ``predictor`` (on runtime-precision ``variant``)
+        embeds it, cached beside the version; None for a version registered without one."""
+        from core.inference.novelty import cached_index
+
+        path = self.local_dir / "artifacts" / NOVELTY_REFERENCE
+        if not path.is_file():
+            return None
+        texts = pd.read_parquet(path)
+        # Built as the card says it was at registration, so its expected share is the card's.
+        card = self.novelty or {}
+        options = {"neighbours": card.get("neighbours", 10), "novel_share": card.get("novel_share", 0.01)}
+        return cached_index(
+            predictor.embed,
+            texts.loc[texts["role"] == "index", "text"].tolist(),
+            texts.loc[texts["role"] == "calibration", "text"].tolist(),
+            self.local_dir / "novelty" / f"{variant}-k{options['neighbours']}-{options['novel_share']}.npz",
+            **options,
+        )
 
     def predictor(self, **kwargs) -> EmotionPredictor:
         from core.inference.predictor import EmotionPredictor

@@ -211,6 +211,11 @@ class ServiceSettings(CoreSettings):
     # ONNX Runtime int8 measured the fastest on 2 cores, at -0.4 pt test accuracy against the
     # fp32 model the promotion gate evaluated (docs/performance.md); false serves that model as is.
     quantize: bool = Field(default=True, description="Serve an int8 dynamically quantized model.")
+    novelty: bool = Field(
+        default=True,
+        description="Score each text's novelty against the model's training texts (logged; the "
+        "drift verdict tests the share of novel texts).",
+    )
     runtime: Literal["torch", "onnx"] = Field(
         default="onnx", description="Inference runtime: PyTorch, or ONNX Runtime on an exported copy."
     )
@@ -291,6 +296,12 @@ class MonitorSettings(TrainingSettings):
         default=0.25, gt=0, le=1, description="Dataset drift when this share of columns drifts."
     )
     drift_distance_threshold: float = Field(default=0.1, gt=0, le=1)
+    drift_false_alarm_rate: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Chance that a window of unshifted traffic is called drift (its tests share it).",
+    )
     drift_text_threshold: float = Field(default=0.55, gt=0.5, le=1)
     pushgateway_url: str | None = Field(default=None, description="host:port or URL of a Pushgateway.")
 

@@ -52,11 +52,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 class Case:
     """One server under load: which layout, runtime and precision, monitoring on or off."""
 
-    name: str  # baseline | bentoml | bentoml-no-monitoring | bentoml-multilabel
+    name: str  # baseline | bentoml | bentoml-no-monitoring | bentoml-no-novelty | bentoml-multilabel
     runtime: str
     precision: str
     monitoring: bool = True
     task: str = "single"  # which registered model the service serves
+    novelty: bool = True
 
     @property
     def variant(self) -> str:
@@ -72,6 +73,7 @@ def service_cases(runtime: str, precision: str) -> tuple[Case, ...]:
         Case("bentoml", "onnx", "fp32"),
         Case("bentoml", "onnx", "int8"),
         Case("bentoml-no-monitoring", runtime, precision, monitoring=False),
+        Case("bentoml-no-novelty", runtime, precision, novelty=False),
     )
 
 
@@ -182,6 +184,7 @@ def _bento(settings: ServiceSettings, work: Path, case: Case):
         "EMOTION_QUANTIZE": str(case.precision == "int8").lower(),
         "EMOTION_MONITORING": str(case.monitoring).lower(),
         "EMOTION_TASK": case.task,
+        "EMOTION_NOVELTY": str(case.novelty).lower(),
         "EMOTION_MODEL_NAME": settings.multilabel_model_name
         if case.task == "multilabel"
         else settings.model_name,
@@ -470,6 +473,9 @@ def summarise(
             off = by_key.get(("bentoml-no-monitoring", row["runtime"], row["precision"], row["concurrency"]))
             overhead = 1 - _ratio(row["req_per_s"], off["req_per_s"]) if off else None
             row["monitoring_overhead"] = None if overhead is None else round(overhead, 3)
+            plain = by_key.get(("bentoml-no-novelty", row["runtime"], row["precision"], row["concurrency"]))
+            cost = 1 - _ratio(row["req_per_s"], plain["req_per_s"]) if plain else None
+            row["novelty_cost"] = None if cost is None else round(cost, 3)
         if row["case"] == "bentoml-multilabel":
             # Against the single-label model on the same runtime and precision, in the same rounds.
             single = by_key.get(("bentoml", row["runtime"], row["precision"], row["concurrency"]))
@@ -518,15 +524,16 @@ def to_markdown(results: dict) -> str:
         "per core (the service's layout); both are in results.json.",
         "",
         "| case | runtime | precision | clients | req/s | p50 ms | p95 ms | p99 ms | errors | vs baseline "
-        "| vs ceiling | monitoring overhead |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| vs ceiling | monitoring overhead | novelty cost |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in sorted(results["load"], key=lambda r: r["concurrency"]):
-        overhead = r.get("monitoring_overhead")
+        overhead, novelty = r.get("monitoring_overhead"), r.get("novelty_cost")
         lines.append(
             f"| {r['case']} | {r['runtime']} | {r['precision']} | {r['concurrency']} | {r['req_per_s']} | "
             f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {r['vs_baseline']}x | "
-            f"{r['vs_ceiling']:.0%} | {'' if overhead is None else f'{overhead:.1%}'} |"
+            f"{r['vs_ceiling']:.0%} | {'' if overhead is None else f'{overhead:.1%}'} | "
+            f"{'' if novelty is None else f'{novelty:.1%}'} |"
         )
     if results["drift"]:
         lines += [

@@ -65,11 +65,30 @@ def run_drift(
         policy,
         settings.reports_root,
         thresholds=bundle.thresholds if multilabel else None,
+        expected_novel_share=(bundle.novelty or {}).get("expected_share"),
+        recent_novelty=_recent_novelty(store, str(version.version)),
     )
     store.reports.add(result.summary())
     if push:
         push_metrics(settings, result, retrain_triggered=False)
     return result
+
+
+def _recent_novelty(store: Store, model_version: str, reports: int = 10) -> list[dict]:
+    """The novelty share of this version's recent reports, oldest first: a trend, not one point."""
+    rows = [
+        row
+        for row in store.reports.list(reports)
+        if row["model_version"] == model_version and (row["summary"] or {}).get("novelty")
+    ]
+    return [
+        {
+            "report_id": row["id"],
+            "created_at": row["summary"]["created_at"],
+            "share": row["summary"]["novelty"]["share"],
+        }
+        for row in reversed(rows)
+    ]
 
 
 def push_metrics(settings: MonitorSettings, result: DriftResult, retrain_triggered: bool) -> None:

@@ -13,6 +13,7 @@ from monitoring.drift import DriftPolicy
 def drift_policy(settings: MonitorSettings) -> DriftPolicy:
     return DriftPolicy(
         drift_share=settings.drift_share,
+        false_alarm_rate=settings.drift_false_alarm_rate,
         distance_threshold=settings.drift_distance_threshold,
         text_threshold=settings.drift_text_threshold,
         min_rows=settings.drift_min_rows,

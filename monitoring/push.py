@@ -63,6 +63,23 @@ def drift_registry(result: DriftResult, retrain_triggered: bool) -> CollectorReg
             threshold.labels(result.model_version, column.column, column.method).set(column.threshold)
             drifted.labels(result.model_version, column.column).set(int(column.drifted))
 
+    if result.novelty is not None:
+        gauge("emotion_drift_novelty_share", "Share of the window's scored texts that are novel.").labels(
+            result.model_version
+        ).set(result.novelty["share"])
+        if result.novelty["expected_share"] is not None:
+            gauge(
+                "emotion_drift_novelty_expected_share",
+                "Share of novel texts in unshifted traffic (the model's calibration).",
+            ).labels(result.model_version).set(result.novelty["expected_share"])
+    if result.tests:
+        p_value = gauge(
+            "emotion_drift_test_p_value",
+            "p-value of each test of the drift verdict.",
+            ["model_version", "test"],
+        )
+        for name, test in result.tests.items():
+            p_value.labels(result.model_version, name).set(test["p_value"])
     if result.quality:
         gauge("emotion_live_accuracy", "Accuracy on feedback-labelled predictions in the window.").labels(
             result.model_version

@@ -74,6 +74,14 @@ class EmotionPrediction(BaseModel):
     uncertain: bool = Field(description="Confidence is under the service's threshold.")
     truncated: bool = Field(description="The text had more tokens than the model reads; the rest was cut.")
     tokens: int = Field(description="Tokens the model read.")
+    novelty: float | None = Field(
+        description="How unlike the model's training texts this text is: the mean cosine distance "
+        "of the model's representation to its nearest training texts (null: not scored)."
+    )
+    novel: bool | None = Field(
+        description="The novelty is over the model's threshold (about 2 in 100 texts like the "
+        "training data are; null: not scored)."
+    )
     request_id: str = Field(description="Id for feedback and for the prediction log.")
     model_name: str
     model_version: str

@@ -32,6 +32,7 @@ class ServedModel:
     test_metrics: dict = field(default_factory=dict)
     multilabel: bool = False
     thresholds: dict[str, float] | None = None  # multi-label: each label's decision threshold
+    novelty: dict | None = None  # the index as this runtime embeds it, when novelty is scored
     predictor: EmotionPredictor | None = field(default=None, compare=False, repr=False)
 
     def predict(self, texts: list[str]) -> list[tuple[ServedModel, Prediction]]:
@@ -51,6 +52,7 @@ class ServedModel:
             "runtime": self.runtime,
             "task": "multilabel" if self.multilabel else "single",
             "thresholds": self.thresholds,
+            "novelty": self.novelty,
             "test_metrics": self.test_metrics,
         }
 
@@ -88,6 +90,9 @@ class ChampionHolder:
             max_length=card["max_length"],
             batch_size=self.settings.batch_max_size,
         )
+        if self.settings.novelty:
+            variant = f"{self.settings.runtime}-{'int8' if self.settings.quantize else 'fp32'}"
+            predictor.novelty = bundle.novelty_index(predictor, variant)
         test = card.get("test", {})
         return ServedModel(
             name=bundle.name,
@@ -107,6 +112,7 @@ class ChampionHolder:
             thresholds=dict(zip(predictor.labels, map(float, predictor.thresholds), strict=True))
             if predictor.multilabel
             else None,
+            novelty=predictor.novelty.describe() if predictor.novelty is not None else None,
             predictor=predictor,
         )
 

@@ -163,6 +163,8 @@ class EmotionService:
                 uncertain=result.confidence < self.settings.uncertain_below,
                 truncated=result.truncated,
                 tokens=result.tokens,
+                novelty=result.novelty,
+                novel=result.novel,
                 # One id per text, even when the batcher merged it with other requests.
                 request_id=str(uuid.uuid4()),
                 model_name=model.name,
@@ -190,6 +192,8 @@ class EmotionService:
                         truncated=answer.truncated,
                         tokens=answer.tokens,
                         uncertain=answer.uncertain,
+                        novelty=answer.novelty,
+                        novel=answer.novel,
                         redacted=self.settings.log_redact,  # linear time: it runs on the event loop
                     )
                 )

@@ -17,9 +17,17 @@ import pandas as pd
 from core.artifact import (
     MODEL_CARD,
     MODEL_DIR,
+    NOVELTY_REFERENCE,
     REFERENCE,
     EmotionClassifierPyfunc,
     predictions_frame,
+)
+from core.inference.novelty import (
+    DEFAULT_CALIBRATION_ROWS,
+    DEFAULT_INDEX_ROWS,
+    DEFAULT_NEIGHBOURS,
+    DEFAULT_NOVEL_SHARE,
+    NoveltyIndex,
 )
 from core.inference.predictor import EmotionPredictor
 from core.registry import CHALLENGER, connect, ensure_experiment
@@ -229,6 +237,14 @@ def _log_and_register(
 
     reference = _reference_sample(predictor, dataset, config)
     reference.to_parquet(scratch / REFERENCE, index=False)
+    novelty_texts = _novelty_texts(dataset, config.seed)
+    novelty_texts.to_parquet(scratch / NOVELTY_REFERENCE, index=False)
+    novelty = NoveltyIndex.calibrated(
+        predictor.embed(novelty_texts.loc[novelty_texts["role"] == "index", "text"].tolist()),
+        predictor.embed(novelty_texts.loc[novelty_texts["role"] == "calibration", "text"].tolist()),
+        neighbours=DEFAULT_NEIGHBOURS,
+        novel_share=DEFAULT_NOVEL_SHARE,
+    )
     card = {
         "task": predictor.task,
         "labels": list(predictor.labels),
@@ -247,6 +263,15 @@ def _log_and_register(
         "training_device": device,
         "test": test.to_dict(),
         "test_by_source": test_by_source,
+        # How unlike the training texts a served text is: its index and calibration, and the
+        # threshold as PyTorch fp32 puts it (each runtime recalibrates on the same texts).
+        "novelty": {
+            **novelty.describe(),
+            "novel_share": DEFAULT_NOVEL_SHARE,
+            "index_texts": "a random sample of the train split",
+            "calibration_texts": "a random sample of the validation split",
+            "representation": "mean-pooled last hidden state, cosine distance",
+        },
     }
     (scratch / MODEL_CARD).write_text(json.dumps(card, indent=2))
 
@@ -259,6 +284,7 @@ def _log_and_register(
             MODEL_DIR: str(model_dir),
             MODEL_CARD: str(scratch / MODEL_CARD),
             REFERENCE: str(scratch / REFERENCE),
+            NOVELTY_REFERENCE: str(scratch / NOVELTY_REFERENCE),
         },
         signature=signature,
         # Explicit and CPU-only: inferred requirements drag in CUDA torch and torchvision.
@@ -306,6 +332,20 @@ def _metric_name(source: str, taken) -> str:
         number += 1
         name = f"{base}_{number}"
     return name
+
+
+def _novelty_texts(dataset: EmotionDataset, seed: int) -> pd.DataFrame:
+    """Train texts to index and validation texts to calibrate on (each sampled, de-duplicated)."""
+    parts = []
+    for split, role, rows in (
+        ("train", "index", DEFAULT_INDEX_ROWS),
+        ("validation", "calibration", DEFAULT_CALIBRATION_ROWS),
+    ):
+        texts = dataset.splits[split]["text"].drop_duplicates()
+        if len(texts) > rows:
+            texts = texts.sample(n=rows, random_state=seed)
+        parts.append(pd.DataFrame({"text": texts.tolist(), "role": role}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def _reference_sample(

@@ -5,6 +5,10 @@ decides the labels and nothing downstream can disagree with it. So does the kind
 config with ``problem_type = "multi_label_classification"`` gets independent sigmoid
 probabilities and its per-label decision thresholds (``config.label_thresholds``, written when it
 was trained); any other gets a softmax.
+
+With a novelty index (``core.inference.novelty``) each prediction also says how unlike the
+model's training texts the text is, from the same forward pass (its mean-pooled last hidden
+state): no second model, and nothing to keep in step with the one that predicts.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.special import expit, softmax
+
+from core.inference.novelty import NoveltyIndex
 
 # The fixed cost of one forward pass, in padded tokens it is worth: more batches beat padding
 # down to about this (measured on random 16-text batches, docs/performance.md).
@@ -33,6 +39,9 @@ class Prediction:
     tokens: int
     # The labels decided for the text, most probable first; a single-label model's is (emotion,).
     emotions: tuple[str, ...] = ()
+    # With a novelty index: the text's novelty score, and whether it is over the threshold.
+    novelty: float | None = None
+    novel: bool | None = None
 
 
 def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -65,6 +74,7 @@ class EmotionPredictor:
         self.labels: tuple[str, ...] = tuple(id2label[index] for index in range(len(id2label)))
         self.multilabel = getattr(model.config, "problem_type", None) == MULTI_LABEL
         self.thresholds = self._thresholds(getattr(model.config, "label_thresholds", None) or {})
+        self.novelty: NoveltyIndex | None = None  # set by whoever loads the model's index
 
     def _thresholds(self, by_label: dict[str, float]) -> np.ndarray:
         return np.array(
@@ -107,15 +117,22 @@ class EmotionPredictor:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, one row per text, columns in ``self.labels`` order (independent
         per label for a multi-label model: a row need not sum to 1)."""
-        probabilities, _ = self._forward(texts)
+        probabilities, _, _ = self._forward(texts)
         return probabilities
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Each text's mean-pooled last hidden state (what novelty is measured on)."""
+        return self._forward(texts, pooled=True)[2]
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         with torch.inference_mode():
-            probabilities, token_counts = self._forward(texts)
+            probabilities, token_counts, pooled = self._forward(texts, pooled=self.novelty is not None)
         decided = self.decisions(probabilities)
+        novelty = self.novelty.score(pooled) if self.novelty is not None else [None] * len(texts)
+        threshold = self.novelty.threshold if self.novelty is not None else None
         predictions = []
-        for row, chosen, tokens in zip(probabilities, decided, token_counts, strict=True):
+        for row, chosen, tokens, score in zip(probabilities, decided, token_counts, novelty, strict=True):
             best = int(row.argmax())
             picked = np.flatnonzero(chosen)
             predictions.append(
@@ -126,13 +143,17 @@ class EmotionPredictor:
                     truncated=tokens > self.max_length,
                     tokens=min(tokens, self.max_length),
                     emotions=tuple(self.labels[i] for i in picked[np.argsort(-row[picked], kind="stable")]),
+                    novelty=None if score is None else float(score),
+                    novel=None if score is None else bool(score > threshold),
                 )
             )
         return predictions
 
-    def _forward(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+    def _forward(
+        self, texts: list[str], pooled: bool = False
+    ) -> tuple[np.ndarray, list[int], np.ndarray | None]:
         if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32), []
+            return np.zeros((0, len(self.labels)), dtype=np.float32), [], np.zeros((0, 0), dtype=np.float32)
         # One untruncated tokenizer call: the full lengths say which texts lose tokens, and the
         # ids are cut and padded here rather than by a second tokenizer pass.
         encoded = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
@@ -142,6 +163,7 @@ class EmotionPredictor:
         order = np.argsort(token_counts, kind="stable")
         lengths = [min(token_counts[i], self.max_length) for i in order]
         output = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        embeddings = None
         for start, end in length_buckets(lengths, self.batch_size, self.forward_cost_tokens):
             indices = order[start:end]
             input_ids, attention_mask = pad_batch(
@@ -149,13 +171,32 @@ class EmotionPredictor:
             )
             if self.device is not None:  # a model trained or evaluated on a GPU
                 input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            result = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=pooled
+            )
+            logits = result.logits
+            if pooled:
+                batch = pooled_output(result, attention_mask)
+                if embeddings is None:
+                    embeddings = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+                embeddings[indices] = batch
             # SciPy's softmax, not torch's: torch.softmax always enters an OpenMP parallel region,
             # which starts torch's thread pool, whose idle threads then spin after every forward.
             # On ONNX Runtime, where torch does nothing else, that took a fifth of the server's CPU.
             scores = logits.float().cpu().numpy()
             output[indices] = expit(scores) if self.multilabel else softmax(scores, axis=-1)
-        return output, token_counts
+        return output, token_counts, embeddings
+
+
+def pooled_output(result, attention_mask: torch.Tensor) -> np.ndarray:
+    """The mean of the last hidden state over each text's tokens (an ONNX Runtime model returns
+    it computed in its graph). NumPy, not torch: see the note on softmax above."""
+    ready = getattr(result, "pooled", None)
+    if ready is not None:
+        return np.asarray(ready, dtype=np.float32)
+    hidden = result.hidden_states[-1].float().cpu().numpy()
+    mask = attention_mask.cpu().numpy()[:, :, None].astype(np.float32)
+    return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
 
 
 def length_buckets(lengths: list[int], max_batch: int, forward_cost_tokens: int) -> list[tuple[int, int]]:

@@ -10,18 +10,20 @@ for serving and benchmarking; training keeps plain PyTorch.
   Runtime; int8 is ONNX Runtime's dynamic quantization of the exported graph. One ``run`` call
   is one C++ call that releases the GIL for the whole forward, so the HTTP side of the process
   keeps its share of the CPU; PyTorch's eager forward takes the GIL back between operators.
+  The graph also outputs the mean-pooled last hidden state (``pooled``), which novelty scoring
+  reads, so one run gives both.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from core.inference.predictor import EmotionPredictor
 
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 Runtime = Literal["torch", "onnx"]
 ONNX_OPSET = 17
 ONNX_INPUTS = ("input_ids", "attention_mask")
+ONNX_OUTPUTS = ("logits", "pooled")
+# The file names carry the graph's outputs: a cache exported before ``pooled`` is not reused.
+ONNX_FILE = "model-pooled.onnx"
+ONNX_INT8_FILE = "model-pooled-int8.onnx"
 
 
 def load_predictor(
@@ -72,8 +78,8 @@ def exported_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
     from filelock import FileLock
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = cache_dir / "model.onnx"
-    int8 = cache_dir / "model-int8.onnx"
+    fp32 = cache_dir / ONNX_FILE
+    int8 = cache_dir / ONNX_INT8_FILE
     with FileLock(str(cache_dir / ".lock")):
         if not fp32.is_file():
             _export(model_dir, fp32)
@@ -87,7 +93,9 @@ def _export(model_dir: Path, target: Path) -> None:
 
     # Eager attention: SDPA may drop an all-ones mask while tracing, and the traced graph would
     # then ignore padding for every later batch.
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    model = _WithPooled(
+        AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # A padded example, so the mask's path through the graph is the one traced.
     example = tokenizer(
@@ -105,8 +113,9 @@ def _export(model_dir: Path, target: Path) -> None:
             (example["input_ids"], example["attention_mask"]),
             str(partial),
             input_names=list(ONNX_INPUTS),
-            output_names=["logits"],
-            dynamic_axes={name: {0: "batch", 1: "tokens"} for name in ONNX_INPUTS} | {"logits": {0: "batch"}},
+            output_names=list(ONNX_OUTPUTS),
+            dynamic_axes={name: {0: "batch", 1: "tokens"} for name in ONNX_INPUTS}
+            | {name: {0: "batch"} for name in ONNX_OUTPUTS},
             opset_version=ONNX_OPSET,
             dynamo=False,  # the TorchScript exporter needs no onnxscript and handles this model fully
         )
@@ -119,6 +128,26 @@ def _quantize(source: Path, target: Path) -> None:
     partial = target.with_suffix(".partial")
     quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8)
     partial.rename(target)
+
+
+class _WithPooled(torch.nn.Module):
+    """The classifier's logits and its mean-pooled last hidden state, for export."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        result = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = result.hidden_states[-1]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return result.logits, (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+@dataclass
+class OnnxOutput:
+    logits: torch.Tensor
+    pooled: np.ndarray | None = None
 
 
 class OnnxSequenceClassifier:
@@ -140,10 +169,16 @@ class OnnxSequenceClassifier:
     def eval(self) -> OnnxSequenceClassifier:
         return self
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SequenceClassifierOutput:
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> OnnxOutput:
+        """``output_hidden_states`` asks for ``pooled`` (the graph has no other hidden state)."""
         feeds = {"input_ids": _numpy(input_ids), "attention_mask": _numpy(attention_mask)}
+        if output_hidden_states:
+            logits, pooled = self.session.run(list(ONNX_OUTPUTS), feeds)
+            return OnnxOutput(torch.from_numpy(logits), pooled)
         (logits,) = self.session.run(["logits"], feeds)
-        return SequenceClassifierOutput(logits=torch.from_numpy(logits))
+        return OnnxOutput(torch.from_numpy(logits))
 
 
 def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ from core.store.schema import create_schema, feedback_pending, insert_on_key, pr
 
 # Rows per chunk a window streams in: the drift sample's byte bound counts one chunk in flight.
 CHUNK_ROWS = 5000
+# Rows spooled by an earlier release lack the columns added since (all nullable).
+NULLABLE_DEFAULTS = {"novelty": None, "novel": None}
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class PredictionStore:
     def insert_many(self, rows: list[dict]) -> None:
         if not rows:
             return
+        rows = [{**NULLABLE_DEFAULTS, **row} for row in rows]
         with self.engine.begin() as connection:
             connection.execute(insert_on_key(self.engine, predictions, "id"), rows)
         # After the commit, not inside it: a label recorded as pending while this transaction
@@ -145,7 +148,7 @@ class PredictionStore:
         with_probabilities: bool = False,
     ) -> Iterator[tuple]:
         """The window's rows, newest first, as (created_at, text, emotion, confidence,
-        feedback_label), plus each row's probabilities with ``with_probabilities`` (a
+        feedback_label, novelty, novel), plus each row's probabilities with ``with_probabilities`` (a
         multi-label model's decided labels come from them), streamed in chunks of
         ``chunk_rows``. Each text is cut to ``max_chars`` in the database, before it is sent, so
         memory stays bounded however long the texts."""
@@ -155,6 +158,8 @@ class PredictionStore:
             predictions.c.emotion,
             predictions.c.confidence,
             predictions.c.feedback_label,
+            predictions.c.novelty,
+            predictions.c.novel,
             *([predictions.c.probabilities] if with_probabilities else []),
         ).where(predictions.c.model_version == window.model_version)
         if window.since:

@@ -46,6 +46,8 @@ def prediction_row(
     tokens: int,
     uncertain: bool,
     redacted: bool = False,
+    novelty: float | None = None,
+    novel: bool | None = None,
 ) -> dict:
     """The ``predictions`` row of one classified text (``redacted``: with e-mail addresses,
     URLs and phone numbers replaced)."""
@@ -62,6 +64,8 @@ def prediction_row(
         "truncated": truncated,
         "tokens": tokens,
         "uncertain": uncertain,
+        "novelty": novelty,
+        "novel": novel,
     }
 
 

@@ -29,6 +29,10 @@ predictions = sa.Table(
     sa.Column("truncated", sa.Boolean, nullable=False),
     sa.Column("tokens", sa.Integer, nullable=False),
     sa.Column("uncertain", sa.Boolean, nullable=False),
+    # How unlike the model's training texts the text is, and whether over the model's threshold
+    # (null: the model has no novelty index, or the row is older than novelty scoring).
+    sa.Column("novelty", sa.Float, nullable=True),
+    sa.Column("novel", sa.Boolean, nullable=True),
     sa.Column("feedback_label", sa.String(100), nullable=True),
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
 )
@@ -68,8 +72,24 @@ drift_reports = sa.Table(
 
 
 def create_schema(engine: Engine) -> None:
-    """Every table of the store, where missing (one schema: the log and the report index)."""
+    """Every table of the store, where missing (one schema: the log and the report index), and
+    the nullable columns a later release added to a table made before it."""
     metadata.create_all(engine)
+    _add_missing_columns(engine)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    # Only nullable columns are ever added, so ADD COLUMN needs no default and old rows read null.
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        for column in missing:
+            if not column.nullable:
+                raise RuntimeError(f"table {table.name} lacks the required column {column.name}")
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as connection:
+                connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def create_store_engine(url: str) -> Engine:

@@ -266,6 +266,25 @@ def drift_dashboard() -> Dashboard:
             description="Share of texts each label was decided for (a multi-label model's need not sum to 1).",
             width=12,
         ),
+        panel(
+            timeseries,
+            "Novel texts (share of the window)",
+            query("max by (model_version) (emotion_drift_novelty_share)", "novel v{{model_version}}"),
+            query(
+                "max by (model_version) (emotion_drift_novelty_expected_share)",
+                "unshifted traffic v{{model_version}}",
+            ),
+            unit="percentunit",
+            description="Texts unlike the model's training data (over its novelty threshold); about 2 % of "
+            "unshifted traffic is. Alert EmotionNovelTraffic fires at three times that.",
+        ),
+        panel(
+            timeseries,
+            "Verdict tests (p-value)",
+            query("max by (test) (emotion_drift_test_p_value)", "{{test}}"),
+            description="The verdict is drift when a test's p-value is under its share of "
+            "EMOTION_DRIFT_FALSE_ALARM_RATE (0.01, split between the tests).",
+        ),
         text.Panel()
         .title("Where the reports are")
         .mode(TextMode.MARKDOWN)

@@ -269,3 +269,32 @@ def test_a_window_streams_newest_first_with_each_text_cut_in_the_database(tmp_pa
     assert times == sorted(times, reverse=True)
     last = list(store.stream_window(TrafficWindow(model_version="1", rows=5), max_chars=64))
     assert len(last) == 5 and [row[0] for row in last] == times[:5]
+
+
+def test_a_table_from_before_novelty_gets_its_columns_and_old_rows_read_null(tmp_path):
+    import sqlalchemy as sa
+
+    from core.store import Store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # the predictions table as the release before novelty made it
+        connection.execute(
+            sa.text(
+                "create table predictions (id varchar(36) primary key, created_at timestamp not null, "
+                "model_name varchar(200) not null, model_version varchar(50) not null, text text not null, "
+                "emotion varchar(100) not null, confidence float not null, probabilities json not null, "
+                "latency_ms float not null, truncated boolean not null, tokens integer not null, "
+                "uncertain boolean not null, feedback_label varchar(100), feedback_at timestamp)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "insert into predictions values ('old', '2026-11-01 00:00:00', 'm', '1', 't', 'joy', 0.9, "
+                "'{}', 1.0, 0, 3, 0, null, null)"
+            )
+        )
+    store = Store.open(url)
+    columns = {column["name"] for column in sa.inspect(store.engine).get_columns("predictions")}
+    assert {"novelty", "novel"} <= columns
+    assert store.predictions.get("old")["novelty"] is None

@@ -68,6 +68,7 @@ def test_every_alert_fires_and_clears_in_promtool_unit_tests():
         "EmotionHigh5xxRatio",
         "EmotionLatencyP95OverSLO",
         "EmotionDriftDetected",
+        "EmotionNovelTraffic",
         "EmotionLiveAccuracyBelowFloor",
         "EmotionPredictionLogWriteFailures",
         "EmotionNoTraffic",

@@ -334,7 +334,7 @@ def test_the_drift_sample_is_bounded_in_bytes_as_well_as_rows():
     max_chars = sample_text_chars(policy, chunk_rows=10)
     assert max_chars == 2_000
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    rows = [(start - timedelta(seconds=n), "x" * max_chars, "joy", 0.9, None) for n in range(50)]
+    rows = [(start - timedelta(seconds=n), "x" * max_chars, "joy", 0.9, None, None, None) for n in range(50)]
     sample = sample_window(rows, policy.sample_rows)
     assert sample.total_rows == 50 and len(sample.sample) == 40
     assert sample.sample["text"].str.len().sum() <= policy.sample_bytes

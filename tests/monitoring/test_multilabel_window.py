@@ -22,9 +22,9 @@ def test_decided_labels_are_those_over_threshold_else_the_most_probable():
 def test_the_window_counts_each_decided_label_and_compares_sets_with_feedback():
     now = datetime.now(UTC)
     rows = [
-        (now, "a", "love", 0.6, "joy,love", {"joy": 0.4, "love": 0.6, "anger": 0.1}),
-        (now, "b", "anger", 0.3, "anger", {"joy": 0.2, "love": 0.1, "anger": 0.3}),
-        (now, "c", "joy", 0.9, None, {"joy": 0.9, "love": 0.2, "anger": 0.6}),
+        (now, "a", "love", 0.6, "joy,love", None, None, {"joy": 0.4, "love": 0.6, "anger": 0.1}),
+        (now, "b", "anger", 0.3, "anger", None, None, {"joy": 0.2, "love": 0.1, "anger": 0.3}),
+        (now, "c", "joy", 0.9, None, None, None, {"joy": 0.9, "love": 0.2, "anger": 0.6}),
     ]
     window = sample_window(rows, sample_rows=10, thresholds=THRESHOLDS)
     assert window.label_counts == Counter({"joy": 2, "love": 1, "anger": 2})

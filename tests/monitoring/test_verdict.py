@@ -1,0 +1,109 @@
+"""The drift verdict's tests: the novelty share against the model's calibration and each
+predicted label's share against the reference's, sharing one false-alarm budget."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from core.store import TrafficWindow
+from monitoring.drift import (
+    VERDICT_DRIFT,
+    VERDICT_NO_DRIFT,
+    DriftPolicy,
+    analyse,
+    label_mix_test,
+    novelty_test,
+    sample_window,
+    verdict_tests,
+)
+
+REFERENCE = pd.DataFrame(
+    {
+        "text": ["i feel fine"] * 1000,
+        "label": ["joy"] * 1000,
+        "emotion": ["joy"] * 500 + ["sadness"] * 300 + ["anger"] * 140 + ["love"] * 60,
+        "confidence": [0.9] * 1000,
+    }
+)
+REFERENCE_MIX = Counter(REFERENCE["emotion"])
+
+
+def rows(
+    mix: dict[str, int], novel: int = 0, scored: bool = True, start: datetime | None = None
+) -> list[tuple]:
+    start = start or datetime(2026, 12, 1, tzinfo=UTC)
+    emotions = [emotion for emotion, count in mix.items() for _ in range(count)]
+    return [
+        (
+            start - timedelta(seconds=index),
+            f"text {index}",
+            emotion,
+            0.8,
+            None,
+            (0.9 if index < novel else 0.1) if scored else None,
+            (index < novel) if scored else None,
+        )
+        for index, emotion in enumerate(emotions)
+    ]
+
+
+def test_the_reference_mix_itself_does_not_move_and_a_doubled_label_does():
+    same = label_mix_test(
+        Counter({"joy": 250, "sadness": 150, "anger": 70, "love": 30}), REFERENCE_MIX, 0.005
+    )
+    assert not same["drifted"] and same["p_value"] == pytest.approx(1.0)
+    doubled = label_mix_test(
+        Counter({"joy": 210, "sadness": 120, "anger": 140, "love": 30}), REFERENCE_MIX, 0.005
+    )
+    assert doubled["drifted"] and doubled["most_moved"] == "anger"
+    assert doubled["share"] == 0.28 and doubled["reference_share"] == 0.14
+
+
+def test_the_novelty_share_is_tested_against_what_unshifted_traffic_gives():
+    assert not novelty_test(500, 12, 0.02, 0.005)["drifted"]  # 2.4 % where 2 % is expected
+    shifted = novelty_test(500, 40, 0.02, 0.005)
+    assert shifted["drifted"] and shifted["share"] == 0.08 and shifted["p_value"] < 1e-6
+
+
+def test_the_tests_share_the_false_alarm_budget():
+    policy = DriftPolicy(min_rows=100, false_alarm_rate=0.01)
+    scored = sample_window(rows({"joy": 100, "sadness": 60, "anger": 28, "love": 12}, novel=4), 10)
+    both = verdict_tests(scored, REFERENCE, 0.02, policy)
+    assert set(both) == {"label_mix", "novelty_share"}
+    assert {test["alpha"] for test in both.values()} == {0.005}
+    # Rows without scores (a model without an index): the label test alone, with the whole budget.
+    unscored = sample_window(rows({"joy": 100, "sadness": 60, "anger": 28, "love": 12}, scored=False), 10)
+    alone = verdict_tests(unscored, REFERENCE, 0.02, policy)
+    assert set(alone) == {"label_mix"} and alone["label_mix"]["alpha"] == 0.01
+
+
+def test_the_window_keeps_the_most_novel_rows_and_how_they_are_labelled():
+    window = sample_window(rows({"anger": 30, "joy": 170}, novel=25), 50, shown=5)
+    assert window.scored_rows == 200 and window.novel_rows == 25
+    assert window.novel_emotions == Counter({"anger": 25})
+    assert len(window.most_novel) == 5 and all(score == 0.9 for score, _, _ in window.most_novel)
+
+
+def test_a_small_novel_mix_is_called_drift_and_the_report_says_what_moved(tmp_path):
+    policy = DriftPolicy(min_rows=100)
+    mix = {"joy": 250, "sadness": 150, "anger": 70, "love": 30}
+    shifted = analyse(
+        rows(mix, novel=40), TrafficWindow("1", rows=500), REFERENCE, ("anger", "joy", "love", "sadness"),
+        "m", policy, tmp_path, expected_novel_share=0.02, recent_novelty=[{"report_id": "r0", "share": 0.02}],
+    )  # fmt: skip
+    assert shifted.verdict == VERDICT_DRIFT and shifted.tests["novelty_share"]["drifted"]
+    assert not shifted.tests["label_mix"]["drifted"]
+    summary = shifted.summary()
+    assert summary["novelty"]["share"] == 0.08 and summary["novelty"]["expected_share"] == 0.02
+    assert len(summary["novelty"]["most_novel"]) == policy.novel_rows_shown
+    assert summary["novelty"]["recent_shares"] == [{"report_id": "r0", "share": 0.02}]
+
+    calm = analyse(
+        rows(mix, novel=8), TrafficWindow("2", rows=500), REFERENCE, ("anger", "joy", "love", "sadness"),
+        "m", policy, tmp_path, expected_novel_share=0.02,
+    )  # fmt: skip
+    assert calm.verdict == VERDICT_NO_DRIFT
