@@ -126,7 +126,7 @@ class ModelBundle:
     def novelty_index(self, predictor: EmotionPredictor, variant: str):
         """This version's novelty index as ``predictor`` (on runtime-precision ``variant``)
         embeds it, cached beside the version; None for a version registered without one."""
-        from core.inference.novelty import cached_index
+        from core.inference.novelty import DEFAULT_NEIGHBOURS, DEFAULT_NOVEL_SHARE, cached_index
 
         path = self.local_dir / "artifacts" / NOVELTY_REFERENCE
         if not path.is_file():
@@ -134,7 +134,10 @@ class ModelBundle:
         texts = pd.read_parquet(path)
         # Built as the card says it was at registration, so its expected share is the card's.
         card = self.novelty or {}
-        options = {"neighbours": card.get("neighbours", 10), "novel_share": card.get("novel_share", 0.01)}
+        options = {
+            "neighbours": card.get("neighbours", DEFAULT_NEIGHBOURS),
+            "novel_share": card.get("novel_share", DEFAULT_NOVEL_SHARE),
+        }
         return cached_index(
             predictor.embed,
             texts.loc[texts["role"] == "index", "text"].tolist(),

@@ -361,7 +361,11 @@ class DriftResult:
 
     @property
     def live_accuracy(self) -> float | None:
-        return self.quality["accuracy"] if self.quality else None
+        """Single-label accuracy on feedback; None for a multi-label model, whose exact match of
+        whole label sets is no accuracy to hold to the single-label floor."""
+        if not self.quality or "micro_f1" in self.quality:
+            return None
+        return self.quality["accuracy"]
 
     def summary(self) -> dict:
         return {

@@ -46,6 +46,7 @@ def run_drift(
         version = client.get_model_version(settings.model_name, model_version)
     bundle = download_version(client, settings, version)
     window = TrafficWindow(
+        model_name=settings.model_name,
         model_version=str(version.version),
         rows=None if (since or until) else (rows or settings.drift_window_rows),
         since=since,
@@ -66,7 +67,7 @@ def run_drift(
         settings.reports_root,
         thresholds=bundle.thresholds if multilabel else None,
         expected_novel_share=(bundle.novelty or {}).get("expected_share"),
-        recent_novelty=_recent_novelty(store, str(version.version)),
+        recent_novelty=_recent_novelty(store, settings.model_name, str(version.version)),
     )
     store.reports.add(result.summary())
     if push:
@@ -74,12 +75,12 @@ def run_drift(
     return result
 
 
-def _recent_novelty(store: Store, model_version: str, reports: int = 10) -> list[dict]:
+def _recent_novelty(store: Store, model_name: str, model_version: str, reports: int = 10) -> list[dict]:
     """The novelty share of this version's recent reports, oldest first: a trend, not one point."""
     rows = [
         row
-        for row in store.reports.list(reports)
-        if row["model_version"] == model_version and (row["summary"] or {}).get("novelty")
+        for row in store.reports.list(reports, model_name=model_name, model_version=model_version)
+        if (row["summary"] or {}).get("novelty")
     ]
     return [
         {

@@ -31,6 +31,7 @@ READERS = {
     ".parquet": pd.read_parquet,
 }
 SHOWN_ROWS = 5
+CHUNK_TEXTS = 4096  # texts classified at once: novelty's similarity matrix stays small
 
 
 class InputError(ValueError):
@@ -69,7 +70,12 @@ def judge_files(settings: MonitorSettings, paths: list[Path], policy: DriftPolic
         texts = read_texts(path)
         rows = [
             (None, text, p.emotion, p.confidence, None, p.novelty, p.novel)
-            for text, p in zip(texts, predictor.predict(texts), strict=True)
+            for start in range(0, len(texts), CHUNK_TEXTS)
+            for text, p in zip(
+                texts[start : start + CHUNK_TEXTS],
+                predictor.predict(texts[start : start + CHUNK_TEXTS]),
+                strict=True,
+            )
         ]
         window = sample_window(rows, sample_rows=1, shown=SHOWN_ROWS)
         result = {

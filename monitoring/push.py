@@ -39,7 +39,7 @@ def drift_registry(result: DriftResult, retrain_triggered: bool) -> CollectorReg
     ).set(int(retrain_triggered))
 
     if result.dataset_drift is not None:
-        gauge("emotion_drift_dataset_drift", "1 when Evidently detected dataset drift, else 0.").labels(
+        gauge("emotion_drift_dataset_drift", "1 when the drift verdict is drift, else 0.").labels(
             result.model_version
         ).set(int(result.dataset_drift))
         gauge("emotion_drift_share_drifted_columns", "Share of monitored columns that drifted.").labels(
@@ -81,9 +81,11 @@ def drift_registry(result: DriftResult, retrain_triggered: bool) -> CollectorReg
         for name, test in result.tests.items():
             p_value.labels(result.model_version, name).set(test["p_value"])
     if result.quality:
-        gauge("emotion_live_accuracy", "Accuracy on feedback-labelled predictions in the window.").labels(
-            result.model_version
-        ).set(result.quality["accuracy"])
+        # A multi-label model's exact match is not pushed as accuracy: the floor alert is single-label.
+        if result.live_accuracy is not None:
+            gauge("emotion_live_accuracy", "Accuracy on feedback-labelled predictions in the window.").labels(
+                result.model_version
+            ).set(result.live_accuracy)
         gauge("emotion_live_macro_f1", "Macro-F1 on feedback-labelled predictions in the window.").labels(
             result.model_version
         ).set(result.quality["macro_f1"])

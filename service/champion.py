@@ -92,7 +92,10 @@ class ChampionHolder:
         )
         if self.settings.novelty:
             variant = f"{self.settings.runtime}-{'int8' if self.settings.quantize else 'fp32'}"
-            predictor.novelty = bundle.novelty_index(predictor, variant)
+            try:
+                predictor.novelty = bundle.novelty_index(predictor, variant)
+            except OSError as error:  # an unwritable cache: serve, unscored, rather than not at all
+                log.warning("novelty scoring off for version %s: %s", bundle.version, error)
         test = card.get("test", {})
         return ServedModel(
             name=bundle.name,

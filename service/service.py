@@ -251,10 +251,12 @@ class EmotionService:
         if row is None:
             return JSONResponse(receipt.model_dump(), status_code=202)
         FEEDBACK.labels(row["model_version"]).inc()
-        # A multi-label prediction is its decided set, from the logged probabilities.
+        # A multi-label prediction is its decided set, from the logged probabilities and the
+        # thresholds of the version that made it (this one, or its top label when it was another).
+        made_here = (row["model_name"], row["model_version"]) == (served.name, served.version)
         predicted = (
             decided_labels(row["probabilities"], served.thresholds or {})
-            if served.multilabel
+            if served.multilabel and made_here
             else row["emotion"]
         )
         correct = predicted == stored

@@ -49,8 +49,8 @@ def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     most probable one where none is, so every text gets at least one label (GoEmotions gives
     each comment at least one, neutral included)."""
     chosen = probabilities >= thresholds
-    if len(probabilities):
-        chosen[np.arange(len(probabilities)), probabilities.argmax(axis=1)] = True
+    none = ~chosen.any(axis=1)
+    chosen[np.flatnonzero(none), probabilities[none].argmax(axis=1)] = True
     return chosen
 
 

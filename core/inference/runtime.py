@@ -51,7 +51,14 @@ def load_predictor(
 
     ``threads`` is the intra-op thread count (default: the runtime's own). ``cache_dir`` holds
     the ONNX files (default: ``model_dir``'s sibling ``onnx``).
+
+    NumPy's BLAS is held to one thread: its only work here is novelty's small matrix products,
+    and OpenBLAS's own threads, spinning after each, took a third of a two-worker service's
+    throughput from the runtime's threads at 32 clients (measured in ``make bench``).
     """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
     if runtime == "torch":
         predictor = EmotionPredictor.from_dir(model_dir, **predictor_options)
         if quantize:

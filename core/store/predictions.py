@@ -21,17 +21,21 @@ NULLABLE_DEFAULTS = {"novelty": None, "novel": None}
 
 @dataclass(frozen=True)
 class TrafficWindow:
-    """Which logged rows a run looks at: the last ``rows`` of ``model_version``, or a time range."""
+    """Which logged rows a run looks at: the last ``rows`` of ``model_version``, or a time range.
+    ``model_name`` keeps the window to one registered model: two models (single- and
+    multi-label) may log to one store, and their version numbers both start at 1."""
 
     model_version: str
     rows: int | None = 1000
     since: datetime | None = None
     until: datetime | None = None
+    model_name: str | None = None
 
     def describe(self) -> dict:
         kind = "time_range" if self.since or self.until else "last_rows"
         return {
             "kind": kind,
+            "model_name": self.model_name,
             "model_version": self.model_version,
             "rows_requested": self.rows if kind == "last_rows" else None,
             "since": self.since.isoformat() if self.since else None,
@@ -162,6 +166,8 @@ class PredictionStore:
             predictions.c.novel,
             *([predictions.c.probabilities] if with_probabilities else []),
         ).where(predictions.c.model_version == window.model_version)
+        if window.model_name:
+            query = query.where(predictions.c.model_name == window.model_name)
         if window.since:
             query = query.where(predictions.c.created_at >= window.since)
         if window.until:

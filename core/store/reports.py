@@ -77,10 +77,20 @@ class ReportIndex:
             raise ReportNotFound(f"no drift report '{report_id}'; 'emotion-ops reports list' shows them")
         return dict(row._mapping)
 
-    def list(self, limit: int = 20, status: str | None = None) -> list[dict]:
+    def list(
+        self,
+        limit: int = 20,
+        status: str | None = None,
+        model_name: str | None = None,
+        model_version: str | None = None,
+    ) -> list[dict]:
         query = drift_reports.select().order_by(drift_reports.c.created_at.desc()).limit(limit)
         if status:
             query = query.where(drift_reports.c.status == status)
+        if model_name:
+            query = query.where(drift_reports.c.model_name == model_name)
+        if model_version:
+            query = query.where(drift_reports.c.model_version == model_version)
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 

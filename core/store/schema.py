@@ -88,8 +88,13 @@ def _add_missing_columns(engine: Engine) -> None:
             if not column.nullable:
                 raise RuntimeError(f"table {table.name} lacks the required column {column.name}")
             kind = column.type.compile(dialect=engine.dialect)
-            with engine.begin() as connection:
-                connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            try:
+                with engine.begin() as connection:
+                    connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            except sa.exc.DBAPIError:
+                # Another worker or pod added it first (they start together); anything else stands.
+                if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                    raise
 
 
 def create_store_engine(url: str) -> Engine:

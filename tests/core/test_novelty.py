@@ -39,7 +39,15 @@ def test_an_index_saves_and_loads_whole(tmp_path):
     novelty.save(tmp_path / "novelty.npz")
     loaded = NoveltyIndex.load(tmp_path / "novelty.npz")
     assert loaded.describe() == novelty.describe()
+    # Unrounded: a loaded index calls exactly the rows novel that the one that built it did.
+    assert loaded.threshold == novelty.threshold and loaded.expected_share == novelty.expected_share
     assert np.array_equal(loaded.embeddings, novelty.embeddings)
+
+
+def test_the_share_of_calibration_rows_is_counted_exactly():
+    rng = np.random.default_rng(2)
+    novelty = NoveltyIndex.calibrated(rng.normal(size=(50, 4)), rng.normal(size=(100, 4)), novel_share=0.07)
+    assert novelty.expected_share == pytest.approx(7 / 101)  # 100 * 0.07 is 7.000000000000001 in floats
 
 
 @pytest.mark.parametrize(("runtime", "quantize"), [("torch", True), ("onnx", False), ("onnx", True)])

@@ -100,7 +100,6 @@ def test_fine_tuned_multi_label_model_has_sigmoid_outputs_and_its_thresholds(tmp
             label for label, p, t in zip(predictor.labels, row, predictor.thresholds, strict=True) if p >= t
         }
         assert set(prediction.emotions) == (over or {prediction.emotion})
-        assert prediction.emotions[0] == prediction.emotion  # most probable first
         shown = [prediction.probabilities[label] for label in prediction.emotions]
         assert shown == sorted(shown, reverse=True)
 
@@ -187,3 +186,12 @@ def test_register_refuses_a_single_label_model_as_multilabel(isolated_env, regis
         "register", str(model_dir), "--data", str(write_tiny_dataset(tmp_path / "d")), "--task", "multilabel"
     )
     assert refused.exit_code == 2 and "single-label model" in refused.output
+
+
+def test_the_most_probable_label_joins_only_when_no_label_is_over_its_threshold():
+    from core.inference.predictor import decide
+
+    thresholds = np.array([0.9, 0.3, 0.5])
+    probabilities = np.array([[0.8, 0.4, 0.1], [0.6, 0.2, 0.1]])
+    # Row 1: only the second label is over its threshold; the first is likelier but under its own.
+    assert decide(probabilities, thresholds).tolist() == [[False, True, False], [True, False, False]]
