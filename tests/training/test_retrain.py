@@ -67,3 +67,83 @@ def test_the_curated_test_split_is_judged_on_its_own():
     assert set(data.gate_sets) == {"test split", "held-out feedback"}
     assert list(data.gate_sets["test split"].splits["test"]["text"]) == ["t1", "t2"]
     assert list(data.gate_sets["held-out feedback"].splits["test"]["text"]) == ["f4", "f5"]
+
+
+def test_multi_label_feedback_keeps_every_label_and_drops_unknown_ones():
+    base = EmotionDataset(
+        splits={
+            "train": pd.DataFrame({"text": ["a", "b"], "label": ["joy", "anger,joy"]}),
+            "validation": pd.DataFrame({"text": ["v"], "label": ["joy"]}),
+            "test": pd.DataFrame({"text": ["t"], "label": ["anger"]}),
+        },
+        labels=("anger", "joy"),
+        source="base",
+        multilabel=True,
+    )
+    feedback = pd.DataFrame(
+        {
+            "text": ["n1", "n2", "n3"],
+            "label": ["anger,joy", "joy,sarcasm", "anger"],
+            "feedback_at": pd.date_range("2026-11-01", periods=3, freq="h", tz="UTC"),
+        }
+    )
+    data = assemble_retrain_data(base, feedback, holdout_share=0.0)
+    assert data.dropped_unknown_labels == 1  # 'sarcasm' is not one of the model's labels
+    assert data.dataset.multilabel and all(gate.multilabel for gate in data.gate_sets.values())
+    train = data.dataset.splits["train"].set_index("text")["label"]
+    assert train["n1"] == "anger,joy" and data.dataset.label_matrix("train").sum() == 1 + 2 + 2 + 1
+
+
+def test_a_multi_label_champion_retrains_on_its_feedback(
+    isolated_env, tiny_base_model, tmp_path, monkeypatch
+):
+    from datetime import UTC, datetime
+
+    from core.registry import CHALLENGER, connect, load_bundle
+    from core.store import Store
+    from core.store.rows import prediction_row
+    from tests.utils.factories import TINY_TRAINING, write_tiny_multilabel_dataset
+    from training.pipeline import train_and_register
+    from training.promote import promote
+
+    data = write_tiny_multilabel_dataset(tmp_path / "data")
+    monkeypatch.setenv("EMOTION_DATA_DIR", str(data))  # the retrain reads its data where a deployment does
+    settings = TrainingSettings(
+        task="multilabel",
+        base_model=str(tiny_base_model),
+        promotion_floor_multilabel=0.0,
+        retrain_config={"epochs": 3, "learning_rate": 1e-2, "batch_size": 16, "max_length": 32},
+    )
+    train_and_register(settings, TINY_TRAINING, with_baseline=False, progress=False)
+    assert promote(settings).decision.passed
+    store = Store.open(settings.log_store_url)
+    now = datetime.now(UTC)
+    store.predictions.insert_many(
+        [
+            {
+                **prediction_row(
+                    request_id=f"00000000-0000-4000-8000-{index:012d}",
+                    created_at=now,
+                    model_name=settings.model_name,
+                    model_version="1",
+                    text=f"i feel glad and lonely {index}",
+                    emotion="joy",
+                    confidence=0.6,
+                    probabilities={},
+                    latency_ms=1.0,
+                    truncated=False,
+                    tokens=6,
+                    uncertain=False,
+                ),
+                "feedback_label": "joy,sadness",
+                "feedback_at": now,
+            }
+            for index in range(20)
+        ]
+    )
+    said = retrain_and_promote(settings, store.predictions)
+    assert "retrained version 2 on 16 feedback rows (+4 held out for the gate)" in said, said
+    retrained = load_bundle(connect(settings), settings, alias=CHALLENGER)
+    assert retrained.version == "2" and retrained.task == "multilabel"
+    assert retrained.card["data"]["feedback"]["rows"] == {"train": 16, "test": 4}
+    assert retrained.card["data_source"].startswith(str(data.resolve()))
