@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.label_sets import LabelSet, join_labels, label_set_named, split_labels
+from core.store.rows import joined_labels
+from training.label_sets import LabelSet, label_set_named, split_labels
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE_STEMS = {
@@ -157,7 +158,7 @@ def load_emotion_dataset(
 
 def _joined(value: str) -> str:
     """A multi-label row's ``label`` in one spelling (``love, joy`` → ``joy,love``)."""
-    return join_labels(label.strip() for label in value.split(","))
+    return joined_labels(label.strip() for label in value.split(","))
 
 
 def _label_names(values: pd.Series, multilabel: bool) -> tuple[str, ...]:

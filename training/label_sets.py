@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+# One spelling of a multi-label answer everywhere: training data, feedback and the drift job.
+from core.store.rows import joined_labels
+
 LABEL_SETS_FILE = Path(__file__).with_name("label_sets.json")
 
 
@@ -71,7 +74,7 @@ class LabelSet:
         mapped, unmapped = {}, {}
         for split, frame in frames.items():
             targets = frame["labels"].map(
-                lambda labels: join_labels(table[label] for label in labels if label in table)
+                lambda labels: joined_labels(table[label] for label in labels if label in table)
             )
             kept = targets != ""
             unmapped[split] = int((~kept).sum())
@@ -113,11 +116,6 @@ def label_set_named(name: str) -> LabelSet:
         map=entry["map"],
         multi_label=bool(entry.get("multi_label", False)),
     )
-
-
-def join_labels(labels) -> str:
-    """A multi-label row's labels as one value: unique names, sorted, joined by commas."""
-    return ",".join(sorted(set(labels)))
 
 
 def split_labels(value: str) -> tuple[str, ...]:

@@ -271,12 +271,21 @@ def test_a_window_streams_newest_first_with_each_text_cut_in_the_database(tmp_pa
     assert len(last) == 5 and [row[0] for row in last] == times[:5]
 
 
-def test_a_table_from_before_novelty_gets_its_columns_and_old_rows_read_null(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def old_store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+def test_a_table_from_before_novelty_gets_its_columns_and_old_rows_read_null(old_store_url):
     import sqlalchemy as sa
 
     from core.store import Store
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = old_store_url
     engine = sa.create_engine(url)
     with engine.begin() as connection:  # the predictions table as the release before novelty made it
         connection.execute(
@@ -291,10 +300,12 @@ def test_a_table_from_before_novelty_gets_its_columns_and_old_rows_read_null(tmp
         connection.execute(
             sa.text(
                 "insert into predictions values ('old', '2026-11-01 00:00:00', 'm', '1', 't', 'joy', 0.9, "
-                "'{}', 1.0, 0, 3, 0, null, null)"
+                "'{}', 1.0, false, 3, false, null, null)"
             )
         )
     store = Store.open(url)
     columns = {column["name"] for column in sa.inspect(store.engine).get_columns("predictions")}
     assert {"novelty", "novel"} <= columns
     assert store.predictions.get("old")["novelty"] is None
+    engine.dispose()
+    Store.open(url)  # a second start finds the columns there and adds nothing
