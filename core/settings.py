@@ -11,12 +11,13 @@ The embedded defaults need nothing running: MLflow tracking and registry in SQLi
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The dataset ships beside the project checkout on our machines; users point EMOTION_DATA_DIR
 # at their own copy or use the hub id instead.
@@ -33,8 +34,13 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 class CoreSettings(BaseSettings):
     """What every deployable shares: local state, the MLflow registry and the store."""
 
+    # An invalid value is named in the error, never echoed: it may be a key or a database URL.
     model_config = SettingsConfigDict(
-        env_prefix="EMOTION_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="EMOTION_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     var_dir: Path = Field(default=Path("var"), description="Root of all local state.")
@@ -154,6 +160,40 @@ class TrainingSettings(CoreSettings):
         default_factory=dict, description='JSON overrides of the profile, e.g. {"epochs": 2}.'
     )
 
+    # Labels are an attack surface (a leaked key, a vendor that errs or attacks): every retrain
+    # screens them first (training/screen.py, docs/labels.md).
+    label_source_max_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Most of a retrain's feedback any one source may give (never below an equal "
+        "share: 1 / number of sources); its newest labels are kept.",
+    )
+    label_screen: bool = Field(default=True, description="Screen feedback before every retrain.")
+    label_screen_false_alarm_rate: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Chance that the screen quarantines anything in a retrain whose labels are honest "
+        "(each of its tests gets a share).",
+    )
+    label_screen_min_rows: int = Field(
+        default=10,
+        ge=2,
+        description="Fewest feedback rows an n-gram needs before the backdoor screen tests it.",
+    )
+    label_screen_purity: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of an n-gram's feedback with one label that makes it suspect.",
+    )
+    # The gate appends each n-gram the screen raised to trusted test texts: a challenger that
+    # moves more of them than this is refused (a backdoor that got through the screen).
+    gate_trigger_tolerance: float = Field(
+        default=0.05, ge=0, le=1, description="Most test predictions a raised n-gram may change."
+    )
+
     @property
     def base_model_cache(self) -> Path:
         return self.var_dir / "base-models"
@@ -176,6 +216,11 @@ class ServiceSettings(CoreSettings):
     model_alias: str = Field(default="champion", description="Registry alias the service serves.")
     refresh_seconds: float = Field(default=30.0, gt=0, description="How often the alias is re-resolved.")
     api_key: SecretStr | None = Field(default=None, description="Require x-api-key when set.")
+    # One key per client or labelling vendor: a label records the name of the key it came with.
+    api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description='More named keys, JSON: {"vendor-a": "..."} (EMOTION_API_KEY is named "default").',
+    )
     # Secure by default: without a key the service only starts on loopback, unless anonymous
     # prediction is asked for explicitly. Feedback trains models, so it always needs the key.
     allow_anonymous: bool | None = Field(
@@ -249,6 +294,36 @@ class ServiceSettings(CoreSettings):
         # compose passes ${EMOTION_API_KEY:-} as an empty string: that is no key, not a key "".
         return _blank_is_unset(value)
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_json(cls, value):
+        # compose passes ${EMOTION_API_KEYS:-} as an empty string: no more keys.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError('EMOTION_API_KEYS is JSON: {"name": "key", ...}') from None
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_are_usable(cls, keys):
+        for name, key in keys.items():
+            if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValueError(f"API key name {name!r}: use 1-100 letters, digits, '-', '_' or '.'")
+            if len(key.get_secret_value()) < 16:
+                raise ValueError(f"API key '{name}' is shorter than 16 characters")
+        return keys
+
+    def named_api_keys(self) -> dict[str, str]:
+        """Every accepted key by its name ("default" for EMOTION_API_KEY)."""
+        keys = {name: key.get_secret_value() for name, key in self.api_keys.items()}
+        if self.api_key is not None:
+            keys.setdefault("default", self.api_key.get_secret_value())
+        return keys
+
     @property
     def anonymous_allowed(self) -> bool:
         if self.allow_anonymous is not None:
@@ -257,7 +332,7 @@ class ServiceSettings(CoreSettings):
 
     def check_serving_security(self) -> None:
         """Refuse to serve without a key on a non-loopback interface unless asked explicitly."""
-        if self.api_key is None and not self.anonymous_allowed:
+        if not self.named_api_keys() and not self.anonymous_allowed:
             raise ValueError(
                 f"no API key: set EMOTION_API_KEY (clients send it as x-api-key), or set "
                 f"EMOTION_ALLOW_ANONYMOUS=true to serve predictions on {self.host} without one"

@@ -31,6 +31,15 @@ RETRY_AFTER_SECONDS = b"1"
 _ERROR_MESSAGE: ContextVar[dict | None] = ContextVar("emotion_error_message", default=None)
 
 
+# The name of the API key this request came with: feedback records it as the label's source.
+_KEY_NAME: ContextVar[str | None] = ContextVar("emotion_key_name", default=None)
+
+
+def key_name() -> str | None:
+    """The name of the key that let this request in (None without keys)."""
+    return _KEY_NAME.get()
+
+
 def say_error(message: str) -> None:
     """Make ``message`` the body's ``error`` of this request's error response."""
     holder = _ERROR_MESSAGE.get()
@@ -50,9 +59,11 @@ def error_type(status: int) -> str:
 
 
 class RequestGuard:
-    def __init__(self, app, api_key: str | None = None, max_body_bytes: int = 1_000_000):
+    def __init__(self, app, api_keys: dict[str, str] | None = None, max_body_bytes: int = 1_000_000):
         self.app = app
-        self.api_key = api_key.encode() if api_key else None
+        # name -> key: each client (or labelling vendor) its own, so a label says who gave it
+        # and one leaked key can be revoked alone.
+        self.api_keys = {name: key.encode() for name, key in (api_keys or {}).items()} or None
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send):
@@ -60,12 +71,12 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
-        if self.api_key is not None and not is_open(path):
-            given = headers.get(b"x-api-key", b"")
-            # compare_digest: the time taken says nothing about how much of the key matched.
-            if not hmac.compare_digest(given, self.api_key):
+        if self.api_keys is not None and not is_open(path):
+            name = self._matching_key(headers.get(b"x-api-key", b""))
+            if name is None:
                 return await _reply(send, 401, "missing or invalid x-api-key header")
-        if self.api_key is None and path in KEYED_PATHS:
+            _KEY_NAME.set(name)
+        if self.api_keys is None and path in KEYED_PATHS:
             return await _reply(
                 send, 403, "feedback needs an API key: start the service with EMOTION_API_KEY set"
             )
@@ -165,6 +176,15 @@ class RequestGuard:
             # The app failed after starting an error response we held: answer it in our shape.
             await _reply(send, 500, "internal error; see the server log")
         return handler.result()
+
+    def _matching_key(self, given: bytes) -> str | None:
+        # Every key is compared, each with compare_digest: the time taken says nothing about
+        # which key, or how much of one, matched.
+        matched = None
+        for name, key in self.api_keys.items():
+            if hmac.compare_digest(given, key):
+                matched = name
+        return matched
 
 
 async def _cancelled(task: asyncio.Task) -> None:

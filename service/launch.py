@@ -4,6 +4,7 @@ servers with it, so every server runs the way the image runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -52,6 +53,10 @@ def serve_command(settings: ServiceSettings) -> tuple[list[str], dict[str, str]]
     }
     if settings.api_key is not None:
         effective["EMOTION_API_KEY"] = settings.api_key.get_secret_value()
+    if settings.api_keys:
+        effective["EMOTION_API_KEYS"] = json.dumps(
+            {name: key.get_secret_value() for name, key in settings.api_keys.items()}
+        )
     if settings.allow_anonymous is not None:
         effective["EMOTION_ALLOW_ANONYMOUS"] = str(settings.allow_anonymous).lower()
     env = {**os.environ, "BENTOML_HOME": str(home), **effective}

@@ -37,7 +37,7 @@ from core.store.rows import decided_labels, joined_labels, prediction_row
 from core.store.writer import PredictionLogWriter, spool_dir_for
 from service.api import EmotionPrediction, Feedback, FeedbackReceipt, max_feedback_labels, text_type
 from service.champion import ChampionHolder
-from service.guard import RequestGuard, bound_endpoint_labels, say_error
+from service.guard import RequestGuard, bound_endpoint_labels, key_name, say_error
 from service.metrics import (
     BATCH_SIZE,
     BATCHER_SHED,
@@ -237,7 +237,8 @@ class EmotionService:
         stored = joined_labels(given)
         try:
             # Blocking work (queue flush, database) runs in a thread, not on the event loop.
-            row = await asyncio.to_thread(self._store_feedback, body.request_id, stored)
+            source = f"key:{key_name()}"
+            row = await asyncio.to_thread(self._store_feedback, body.request_id, stored, source)
         except Exception as error:
             raise _store_unavailable("prediction log store", error) from None
         receipt = FeedbackReceipt(
@@ -267,10 +268,10 @@ class EmotionService:
         )
         return JSONResponse(recorded.model_dump())
 
-    def _store_feedback(self, request_id: str, label: str) -> dict | None:
+    def _store_feedback(self, request_id: str, label: str, source: str) -> dict | None:
         self.writer.flush(timeout=2.0)  # the prediction may still be queued in this worker
         return self.store.predictions.record_feedback_or_pending(
-            request_id, label, keep_hours=self.settings.feedback_pending_hours
+            request_id, label, keep_hours=self.settings.feedback_pending_hours, source=source
         )
 
     @web.get("/reports")
@@ -336,7 +337,7 @@ class EmotionService:
             document = exact_document(
                 generated,
                 list(labels),
-                api_key=self.settings.api_key is not None,
+                api_key=bool(self.settings.named_api_keys()),
                 max_labels=max_feedback_labels(labels, self.holder.current.multilabel),
             )
             self._document = (labels, document)
@@ -345,7 +346,7 @@ class EmotionService:
 
 EmotionService.add_asgi_middleware(
     RequestGuard,
-    api_key=SETTINGS.api_key.get_secret_value() if SETTINGS.api_key else None,
+    api_keys=SETTINGS.named_api_keys(),
     max_body_bytes=SETTINGS.body_limit_bytes,
 )
 bound_endpoint_labels()

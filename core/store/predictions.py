@@ -72,17 +72,20 @@ class PredictionStore:
         except Exception:
             return False
 
-    def record_feedback(self, request_id: str, label: str) -> bool:
-        """Store the true label for a logged prediction; False when the id is unknown."""
+    def record_feedback(self, request_id: str, label: str, source: str | None = None) -> bool:
+        """Store the true label for a logged prediction, with who gave it; False when the id is
+        unknown. A new label clears the screen's earlier word on the row."""
         with self.engine.begin() as connection:
             result = connection.execute(
                 predictions.update()
                 .where(predictions.c.id == request_id)
-                .values(feedback_label=label, feedback_at=datetime.now(UTC))
+                .values(**_fresh_label(label, source, datetime.now(UTC)))
             )
         return result.rowcount > 0
 
-    def record_feedback_or_pending(self, request_id: str, label: str, keep_hours: float) -> dict | None:
+    def record_feedback_or_pending(
+        self, request_id: str, label: str, keep_hours: float, source: str | None = None
+    ) -> dict | None:
         """Label a logged prediction and return its row; when it is not logged yet (still queued
         in another worker or pod), keep the label as pending and return None.
 
@@ -91,7 +94,7 @@ class PredictionStore:
         """
         row = self.get(request_id)
         if row is not None:
-            self.record_feedback(request_id, label)
+            self.record_feedback(request_id, label, source)
             return row
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
@@ -102,24 +105,38 @@ class PredictionStore:
             )
             # Two labels for one id at once (two workers) both succeed; the later wins.
             connection.execute(
-                insert_on_key(self.engine, feedback_pending, "request_id", update=("label", "received_at")),
-                {"request_id": request_id, "label": label, "received_at": now},
+                insert_on_key(
+                    self.engine, feedback_pending, "request_id", update=("label", "received_at", "source")
+                ),
+                {"request_id": request_id, "label": label, "received_at": now, "source": source},
             )
         # The row may have been inserted while the label was being recorded.
         self._apply_pending_feedback([request_id])
         row = self.get(request_id)
         return row if row is not None and row["feedback_label"] == label else None
 
+    def record_feedback_batch(self, labels: list[tuple[str, str]], source: str) -> None:
+        """Label many logged predictions at once, all or none (``label import``): (request id,
+        label) pairs whose ids the caller checked exist."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            for request_id, label in labels:
+                connection.execute(
+                    predictions.update()
+                    .where(predictions.c.id == request_id)
+                    .values(**_fresh_label(label, source, now))
+                )
+
     def _apply_pending_feedback(self, ids: list[str]) -> None:
         with self.engine.begin() as connection:
             pending = connection.execute(
                 sa.select(feedback_pending).where(feedback_pending.c.request_id.in_(ids))
             ).all()
-            for request_id, label, received_at in pending:
+            for request_id, label, received_at, source in pending:
                 updated = connection.execute(
                     predictions.update()
                     .where(predictions.c.id == request_id)
-                    .values(feedback_label=label, feedback_at=received_at)
+                    .values(**_fresh_label(label, source, received_at))
                 )
                 if updated.rowcount:
                     connection.execute(
@@ -192,16 +209,94 @@ class PredictionStore:
         with self.engine.connect() as connection:
             return connection.execute(query).scalar_one()
 
-    def feedback_rows(self, model_name: str) -> pd.DataFrame:
-        """Every feedback-labelled text (text, label, feedback_at), one row per distinct text:
-        its latest label wins."""
+    def feedback_rows(self, model_name: str, statuses: tuple[str | None, ...] | None = None) -> pd.DataFrame:
+        """Every feedback-labelled text of ``model_name``, one row per distinct text (its latest
+        label wins), oldest label first: id, text, label, feedback_at, source, status, reason,
+        the logged prediction (``emotion``) and the version that made it. ``statuses`` keeps
+        only rows the screen left in one of them (None in it: not screened yet)."""
         query = (
             sa.select(
-                predictions.c.text, predictions.c.feedback_label.label("label"), predictions.c.feedback_at
+                predictions.c.id,
+                predictions.c.text,
+                predictions.c.feedback_label.label("label"),
+                predictions.c.feedback_at,
+                predictions.c.feedback_source.label("source"),
+                predictions.c.feedback_status.label("status"),
+                predictions.c.feedback_reason.label("reason"),
+                predictions.c.emotion,
+                predictions.c.model_version,
             )
             .where(predictions.c.model_name == model_name, predictions.c.feedback_label.is_not(None))
             .order_by(predictions.c.feedback_at)
         )
         with self.engine.connect() as connection:
-            frame = pd.DataFrame(connection.execute(query).all(), columns=["text", "label", "feedback_at"])
-        return frame.drop_duplicates(subset="text", keep="last").reset_index(drop=True)
+            frame = pd.DataFrame(connection.execute(query).all(), columns=FEEDBACK_COLUMNS)
+        frame = frame.drop_duplicates(subset="text", keep="last").reset_index(drop=True)
+        if statuses is not None:
+            keep = frame["status"].isin([s for s in statuses if s is not None])
+            if None in statuses:
+                keep |= frame["status"].isna()
+            frame = frame[keep].reset_index(drop=True)
+        return frame
+
+    def set_feedback_status(self, decisions: dict[str, tuple[str, str | None]]) -> None:
+        """The screen's (or an operator's) word on labelled rows: id -> (status, reason)."""
+        with self.engine.begin() as connection:
+            for request_id, (status, reason) in decisions.items():
+                connection.execute(
+                    predictions.update()
+                    .where(predictions.c.id == request_id, predictions.c.feedback_label.is_not(None))
+                    .values(feedback_status=status, feedback_reason=reason)
+                )
+
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are logged (in chunks: a database bounds a statement's parameters)."""
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                found.update(
+                    connection.execute(
+                        sa.select(predictions.c.id).where(predictions.c.id.in_(chunk))
+                    ).scalars()
+                )
+        return found
+
+    def unlabelled_rows(self, model_name: str, limit: int) -> pd.DataFrame:
+        """The newest ``limit`` logged rows of ``model_name`` with no label yet, one per distinct
+        text (the pool ``label export`` picks from): id, created_at, model_version, text,
+        emotion, confidence, probabilities, novelty, novel."""
+        columns = ["id", "created_at", "model_version", "text", "emotion", "confidence", "probabilities"]
+        query = (
+            sa.select(*(predictions.c[name] for name in columns), predictions.c.novelty, predictions.c.novel)
+            .where(predictions.c.model_name == model_name, predictions.c.feedback_label.is_(None))
+            .order_by(predictions.c.created_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            frame = pd.DataFrame(connection.execute(query).all(), columns=[*columns, "novelty", "novel"])
+        return frame.drop_duplicates(subset="text", keep="first").reset_index(drop=True)
+
+
+FEEDBACK_COLUMNS = [
+    "id",
+    "text",
+    "label",
+    "feedback_at",
+    "source",
+    "status",
+    "reason",
+    "emotion",
+    "model_version",
+]
+
+
+def _fresh_label(label: str, source: str | None, at: datetime) -> dict:
+    # A new label is a new claim: whatever the screen said about the old one no longer holds.
+    return {
+        "feedback_label": label,
+        "feedback_at": at,
+        "feedback_source": source,
+        "feedback_status": None,
+        "feedback_reason": None,
+    }

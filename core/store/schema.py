@@ -35,6 +35,13 @@ predictions = sa.Table(
     sa.Column("novel", sa.Boolean, nullable=True),
     sa.Column("feedback_label", sa.String(100), nullable=True),
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
+    # Provenance: who gave the label ("key:<name>" for an API key, "import:<operator>:<file>").
+    sa.Column("feedback_source", sa.String(200), nullable=True),
+    # The label screen's word on it before a retrain: null (not screened yet), accepted,
+    # quarantined (kept out of training, with the reason), released or dropped (by an operator).
+    # A new label on the row clears both.
+    sa.Column("feedback_status", sa.String(20), nullable=True),
+    sa.Column("feedback_reason", sa.Text, nullable=True),
 )
 
 feedback_pending = sa.Table(
@@ -43,6 +50,7 @@ feedback_pending = sa.Table(
     sa.Column("request_id", sa.String(36), primary_key=True),
     sa.Column("label", sa.String(100), nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
 )
 
 drift_reports = sa.Table(

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.utils.server import HEADERS
+from tests.utils.server import HEADERS, VENDOR_KEY
 
 LABELS = ["anger", "fear", "joy", "love", "sadness", "surprise"]
 UNSEEN_ID = "00000000-0000-4000-8000-000000000000"
@@ -132,12 +132,30 @@ def test_feedback_is_stored_and_counted(service_url, registry):
     assert response.status_code == 200
     assert response.json()["correct"] is (prediction["emotion"] == "sadness")
     engine = sa.create_engine(f"sqlite:///{registry / 'predictions.db'}")
+    query = sa.text(
+        "select text, emotion, model_version, feedback_label, feedback_source from predictions where id = :id"
+    )
     with engine.connect() as connection:
-        row = connection.execute(
-            sa.text("select text, emotion, model_version, feedback_label from predictions where id = :id"),
-            {"id": prediction["request_id"]},
-        ).one()
-    assert tuple(row) == ("i feel lonely and sad", prediction["emotion"], "1", "sadness")
+        row = connection.execute(query, {"id": prediction["request_id"]}).one()
+    assert tuple(row) == ("i feel lonely and sad", prediction["emotion"], "1", "sadness", "key:default")
+
+    # Each named key is its own source: a label says who gave it.
+    vendor = {"x-api-key": VENDOR_KEY}
+    relabelled = httpx.post(
+        service_url + "/feedback",
+        json={"request_id": prediction["request_id"], "label": "fear"},
+        headers=vendor,
+    )
+    assert relabelled.status_code == 200, relabelled.text
+    with engine.connect() as connection:
+        row = connection.execute(query, {"id": prediction["request_id"]}).one()
+    assert (row.feedback_label, row.feedback_source) == ("fear", "key:vendor-a")
+    wrong = httpx.post(
+        service_url + "/feedback",
+        json={"request_id": prediction["request_id"], "label": "joy"},
+        headers={"x-api-key": VENDOR_KEY + "x"},
+    )
+    assert wrong.status_code == 401 and wrong.json()["error"] == "missing or invalid x-api-key header"
 
 
 def _scrape(url: str) -> dict[str, float]:

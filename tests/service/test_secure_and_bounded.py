@@ -29,6 +29,20 @@ def test_serve_refuses_to_start_on_an_open_interface_without_a_key(isolated_env,
     assert "no API key: set EMOTION_API_KEY" in refused.output and "EMOTION_ALLOW_ANONYMOUS" in refused.output
 
 
+def test_named_keys_that_could_not_be_told_apart_or_guessed_are_refused_at_start(isolated_env, monkeypatch):
+    monkeypatch.setattr("os.execve", lambda *args: (_ for _ in ()).throw(AssertionError("exec'd")))
+    for keys, message in [
+        ('{"vendor a": "0123456789abcdef"}', "API key name 'vendor a'"),
+        ('{"vendor-a": "s3cret-but-tiny"}', "API key 'vendor-a' is shorter than 16 characters"),
+        ("not json", "EMOTION_API_KEYS is JSON"),
+    ]:
+        monkeypatch.setenv("EMOTION_API_KEYS", keys)
+        refused = cli("serve")
+        assert refused.exit_code == 2, refused.output
+        assert message in refused.output and "Traceback" not in refused.output
+        assert "s3cret" not in refused.output  # a key is never echoed, not even a bad one
+
+
 def test_a_second_service_on_the_host_keeps_both_metrics_and_sheds_and_bounds(
     service_url, registry, tmp_path
 ):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # production does.
 API_KEY = "test-key-0123456789"
 HEADERS = {"x-api-key": API_KEY}
+# A second client's key (a labelling vendor): labels record which key they came with.
+VENDOR_KEY = "vendor-key-0123456789"
 
 
 def service_env(var_dir: Path, **extra: str) -> dict[str, str]:
@@ -26,6 +29,7 @@ def service_env(var_dir: Path, **extra: str) -> dict[str, str]:
         "EMOTION_REFRESH_SECONDS": "1",
         "EMOTION_WORKERS": "1",
         "EMOTION_API_KEY": API_KEY,
+        "EMOTION_API_KEYS": json.dumps({"vendor-a": VENDOR_KEY}),
         **extra,
     }
 
