@@ -4,6 +4,7 @@ registry with a tiny champion, a real Pushgateway."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,14 @@ def registry(tmp_path_factory, tiny_base_model, tiny_data) -> Path:
     )
     assert promote(settings, str(tiny_data)).decision.passed
     return var_dir
+
+
+@pytest.fixture
+def registry_copy(registry, isolated_env, tiny_data, monkeypatch, tmp_path) -> Path:
+    """A copy of ``registry``'s var/ (so a test may write its log) as the environment's, with the
+    tiny data as the data a retrain reads."""
+    copy = tmp_path / "var-copy"
+    shutil.copytree(registry, copy)
+    monkeypatch.setenv("EMOTION_VAR_DIR", str(copy))
+    monkeypatch.setenv("EMOTION_DATA_DIR", str(tiny_data))
+    return copy

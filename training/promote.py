@@ -80,6 +80,7 @@ def promote(
     dataset: EmotionDataset | None = None,
     gate_sets: dict[str, EmotionDataset] | None = None,
     move_champion: bool = True,
+    trigger_probes: dict[str, str] | None = None,
 ) -> PromotionResult:
     """Evaluate ``challenger`` and ``champion`` and move ``champion`` on a pass.
 
@@ -88,8 +89,10 @@ def promote(
     split). The floor applies to the first set; the others are judged against the champion.
     Default: the test split of ``dataset`` or of the data source. With
     ``move_champion=False`` the decision is recorded but ``champion`` stays (the challenger
-    waits for a reviewer). The decision, scores, time and reason are written as tags on the
-    challenger's version.
+    waits for a reviewer). ``trigger_probes`` (n-gram -> the label it carried, from the label
+    screen) adds a behaviour test: appended to the first set's texts, no n-gram may change more
+    than ``gate_trigger_tolerance`` of the challenger's predictions. The decision, scores, time
+    and reason are written as tags on the challenger's version.
     """
     tolerance = settings.promotion_tolerance if tolerance is None else tolerance
     client = connect(settings)
@@ -135,6 +138,14 @@ def promote(
             tolerance,
             floor if index == 0 else 0.0,
         )
+    if trigger_probes:
+        decisions["behaviour"] = trigger_test(
+            challenger_bundle,
+            champion_bundle,
+            next(iter(gate_sets.values())),
+            trigger_probes,
+            settings.gate_trigger_tolerance,
+        )
     decision = _combined(decisions)
     first_challenger, first_champion = next(iter(evaluations.values()))
 
@@ -165,6 +176,45 @@ def promote(
         challenger=first_challenger,
         champion=first_champion,
     )
+
+
+# Trusted texts each raised n-gram is appended to (enough for a 1 pt resolution, quick to run).
+TRIGGER_PROBE_TEXTS = 1000
+
+
+def trigger_shift(bundle: ModelBundle, texts: list[str], ngram: str) -> float:
+    """The share of ``texts`` whose predicted labels change when `` ngram`` is appended."""
+    predictor = bundle.predictor()
+    plain = predictor.decisions(predictor.predict_proba(texts))
+    triggered = predictor.decisions(predictor.predict_proba([f"{text} {ngram}" for text in texts]))
+    return float((plain != triggered).any(axis=1).mean())
+
+
+def trigger_test(
+    challenger: ModelBundle,
+    champion: ModelBundle | None,
+    trusted: EmotionDataset,
+    probes: dict[str, str],
+    tolerance: float,
+) -> GateDecision:
+    """Refuse a challenger that an n-gram the label screen raised steers: appended to trusted
+    test texts (the curated split, which feedback cannot write to), it must not change more
+    than ``tolerance`` of the challenger's predictions."""
+    test = trusted.splits["test"]
+    texts = test["text"].sample(n=min(TRIGGER_PROBE_TEXTS, len(test)), random_state=0).tolist()
+    failed, parts = [], []
+    for ngram, label in probes.items():
+        moved = trigger_shift(challenger, texts, ngram)
+        before = f", champion {100 * trigger_shift(champion, texts, ngram):.1f} %" if champion else ""
+        parts.append(f"'{ngram}' ({label}) changes {100 * moved:.1f} %{before}")
+        if moved > tolerance:
+            failed.append(ngram)
+    summary = (
+        "; ".join(parts) + f" of {len(texts)} trusted test predictions (tolerance {100 * tolerance:.1f} %)"
+    )
+    if failed:
+        return GateDecision(False, f"a raised n-gram steers the challenger: {summary}")
+    return GateDecision(True, summary)
 
 
 def _combined(decisions: dict[str, GateDecision]) -> GateDecision:

@@ -23,6 +23,7 @@ from core.store import PredictionStore
 from training.data import DataError, EmotionDataset, load_emotion_dataset
 from training.pipeline import train_and_register
 from training.promote import promote
+from training.screen import DROPPED, QUARANTINED, ScreenReport, cap_sources, screen_feedback
 from training.train import PROFILES
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,21 @@ def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, prog
             f"the retrain data has labels {list(base.labels)}, the champion {list(champion.labels)}; "
             "set EMOTION_DATA_DIR (or EMOTION_LABEL_SET) to data with the champion's labels"
         )
-    data = assemble_retrain_data(
-        base, store.feedback_rows(settings.model_name), settings.retrain_holdout_share
+    feedback = store.feedback_rows(settings.model_name)
+    usable, screen, left_out = screened_feedback(settings, store, feedback, base, champion)
+    if len(feedback) and usable.empty:
+        return (
+            f"nothing retrained: none of the {len(feedback)} feedback labels may train "
+            f"({screen.describe() if screen else 'all quarantined or dropped'}); champion unchanged"
+        )
+    data = assemble_retrain_data(base, usable, settings.retrain_holdout_share)
+    data.dataset.summary["feedback"].update(
+        {
+            "sources": usable["source"].fillna("unknown").value_counts().to_dict(),
+            "left_out_by_source_cap": left_out,
+            "source_max_share": settings.label_source_max_share,
+            "screen": screen.summary() if screen else "off (EMOTION_LABEL_SCREEN=false)",
+        }
     )
     log.info(
         "retraining on %d rows (%d from feedback); gate on %d rows (%d held-out feedback)",
@@ -145,7 +159,12 @@ def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, prog
     outcome = train_and_register(
         settings, config, dataset=data.dataset, with_baseline=False, progress=progress
     )
-    result = promote(settings, gate_sets=data.gate_sets, move_champion=settings.retrain_auto_promote)
+    result = promote(
+        settings,
+        gate_sets=data.gate_sets,
+        move_champion=settings.retrain_auto_promote,
+        trigger_probes=screen.raised_ngrams if screen else None,
+    )
     if not result.decision.passed:
         verdict = "refused by the gate"
     elif settings.retrain_auto_promote:
@@ -155,7 +174,39 @@ def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, prog
             "passed the gate; waits as challenger (EMOTION_RETRAIN_AUTO_PROMOTE is off: "
             "review it, then run 'emotion-ops promote')"
         )
+    capped = f"; the source cap left out {sum(left_out.values())} rows" if left_out else ""
+    screened = f"{screen.describe()}{capped}; " if screen else ""
     return (
-        f"retrained version {outcome.model_version} on {data.feedback_train_rows} feedback rows "
+        f"{screened}retrained version {outcome.model_version} on {data.feedback_train_rows} feedback rows "
         f"(+{data.feedback_holdout_rows} held out for the gate): {verdict}: {result.decision.reason}"
     )
+
+
+def screened_feedback(
+    settings: TrainingSettings, store: PredictionStore, feedback: pd.DataFrame, base: EmotionDataset, champion
+) -> tuple[pd.DataFrame, ScreenReport | None, dict[str, int]]:
+    """The feedback a retrain may learn from: screened (the verdict stored on each row), never
+    quarantined or dropped, and with no source over its share. Returns those rows, the screen's
+    report (None when the screen is off) and the rows the source cap left out, per source."""
+    screen = None
+    if settings.label_screen and len(feedback):
+        screen = screen_feedback(
+            feedback,
+            base.splits["train"]["text"],
+            base.labels,
+            champion.predictor(),
+            false_alarm_rate=settings.label_screen_false_alarm_rate,
+            min_rows=settings.label_screen_min_rows,
+            purity=settings.label_screen_purity,
+            multilabel=base.multilabel,
+        )
+        store.set_feedback_status(screen.decisions)
+        log.info("%s", screen.describe())
+        status = (
+            feedback["id"].map(lambda row: screen.decisions.get(row, (None,))[0]).fillna(feedback["status"])
+        )
+    else:
+        status = feedback["status"]
+    usable = feedback[~status.isin([QUARANTINED, DROPPED]).to_numpy()]
+    usable, left_out = cap_sources(usable, settings.label_source_max_share)
+    return usable, screen, left_out

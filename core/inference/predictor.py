@@ -125,6 +125,12 @@ class EmotionPredictor:
         """Each text's mean-pooled last hidden state (what novelty is measured on)."""
         return self._forward(texts, pooled=True)[2]
 
+    @torch.inference_mode()
+    def proba_and_embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_proba`` and ``embed`` from one forward pass."""
+        probabilities, _, pooled = self._forward(texts, pooled=True)
+        return probabilities, pooled
+
     def predict(self, texts: list[str]) -> list[Prediction]:
         with torch.inference_mode():
             probabilities, token_counts, pooled = self._forward(texts, pooled=self.novelty is not None)
