@@ -4,9 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up test bench bench-loop soak lint format clean
+# Label Studio in its own environment: it pins Django and much else (the round-trip test).
+LS_VENV := .venv-label-studio
+LS_STAMP := $(LS_VENV)/.installed
+
+.PHONY: setup up test bench bench-loop soak lint format clean label-studio
 
 setup: $(STAMP)
+
+label-studio: $(LS_STAMP)
+
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio>=1.23,<1.24'
+	touch $(LS_STAMP)
 
 # torch first, pinned to the CPU wheel: any other spec pulls gigabytes of CUDA packages.
 $(STAMP): pyproject.toml
@@ -37,7 +49,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint label-studio
 	$(BIN)/python -m pytest
 
 format: setup
@@ -45,4 +57,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) var .pytest_cache .ruff_cache

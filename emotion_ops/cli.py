@@ -7,6 +7,7 @@ uses when it runs: MLflow, SQLAlchemy, torch or Evidently would otherwise make e
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import getpass
@@ -670,6 +671,163 @@ def retrain(
     typer.echo(retrain_and_promote(settings, store.predictions, progress=progress))
 
 
+label_app = typer.Typer(
+    help="Labels: export the rows most worth a label, import labels, review quarantined ones.",
+    no_args_is_help=True,
+)
+app.add_typer(label_app, name="label")
+
+
+def _served_model(task: str | None):
+    from core.registry import connect, load_bundle
+    from core.store import Store
+
+    settings = _training_settings(task=task)
+    return settings, load_bundle(connect(settings), settings), Store.open(settings.log_store_url).predictions
+
+
+@label_app.command("export")
+@_user_errors
+def label_export(
+    rows: Annotated[int, typer.Option("--rows", min=1, max=10_000, help="How many rows to label.")] = 200,
+    output: Annotated[
+        Path | None, typer.Option(help="Folder for labels.csv, tasks.json, label_config.xml.")
+    ] = None,
+    pool: Annotated[
+        int, typer.Option(min=1, help="Choose among this many newest unlabelled logged rows.")
+    ] = 20_000,
+    task: TaskOption = None,
+) -> None:
+    """Write the logged rows most worth a human label (uncertain, novel, unlike each other) as
+    CSV and as Label Studio tasks; label them, then 'emotion-ops label import FILE'."""
+    _quiet_libraries()
+    from monitoring.labels import select_for_labelling, write_export
+
+    settings, bundle, store = _served_model(task)
+    candidates = store.unlabelled_rows(bundle.name, pool)
+    if candidates.empty:
+        raise ValueError(
+            f"the prediction log holds no unlabelled rows of {bundle.name}; serve some traffic first"
+        )
+    chosen = select_for_labelling(candidates, bundle.predictor(), rows)
+    folder = output or settings.var_dir / "labelling" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    paths = write_export(
+        chosen, folder, list(bundle.labels), bundle.task == "multilabel", f"{bundle.name} v{bundle.version}"
+    )
+    typer.echo(f"chose {len(chosen)} of {len(candidates)} unlabelled rows (uncertain, novel, diverse):")
+    for path in paths:
+        typer.echo(f"  {path}")
+    typer.echo(
+        "fill in labels.csv's label column, or import tasks.json into Label Studio with label_config.xml;"
+    )
+    typer.echo("then: emotion-ops label import FILE")
+
+
+@label_app.command("import")
+@_user_errors
+def label_import(
+    file: Annotated[Path, typer.Argument(help="A filled-in labels.csv, or a Label Studio JSON export.")],
+    operator: Annotated[
+        str | None, typer.Option(help="Who labelled (default: $USER); recorded with each label.")
+    ] = None,
+    task: TaskOption = None,
+) -> None:
+    """Record a file's labels as feedback (all or none, validated as /feedback validates)."""
+    from monitoring.labels import read_label_file, validate_labels
+    from service.api import max_feedback_labels
+
+    _, bundle, store = _served_model(task)
+    pairs, blank = read_label_file(file)
+    if not pairs:
+        raise ValueError(f"{file}: no labelled rows ({blank} left blank)")
+    labels = list(bundle.labels)
+    logged = store.existing_ids([request_id for request_id, _ in pairs])
+    checked = validate_labels(pairs, labels, max_feedback_labels(labels, bundle.task == "multilabel"), logged)
+    source = f"import:{operator or getpass.getuser()}:{file.name}"
+    store.record_feedback_batch(checked, source)
+    skipped = f"; {blank} unlabelled row(s) skipped" if blank else ""
+    typer.echo(f"recorded {len(checked)} label(s) from {file.name} as source '{source}'{skipped}")
+
+
+@label_app.command("review")
+@_user_errors
+def label_review(
+    status: Annotated[
+        str, typer.Option(help="Rows in this state: quarantined, released, dropped, accepted.")
+    ] = "quarantined",
+    matching: Annotated[
+        str | None, typer.Option(help="Only rows whose reason, source or label contains this.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most rows listed.")] = 50,
+    release: Annotated[
+        list[str] | None, typer.Option(help="Release this request id (it may train). Repeatable.")
+    ] = None,
+    drop: Annotated[
+        list[str] | None, typer.Option(help="Drop this request id (it never trains). Repeatable.")
+    ] = None,
+    release_all: Annotated[bool, typer.Option(help="Release every row listed (with --matching).")] = False,
+    drop_all: Annotated[bool, typer.Option(help="Drop every row listed (with --matching).")] = False,
+    by: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER).")] = None,
+    task: TaskOption = None,
+) -> None:
+    """List the labels the screen quarantined (with why), and release or drop them."""
+    from training.screen import ACCEPTED, DROPPED, QUARANTINED, RELEASED
+
+    statuses = (QUARANTINED, RELEASED, DROPPED, ACCEPTED)
+    if status not in statuses:
+        raise ValueError(f"unknown status '{status}'; choose from {list(statuses)}")
+    if release_all and drop_all:
+        raise ValueError("give --release-all or --drop-all, not both")
+    settings = _training_settings(task=task)
+    from core.store import Store
+
+    store = Store.open(settings.log_store_url).predictions
+    rows = store.feedback_rows(settings.model_name, statuses=(status,))
+    if matching:
+        needle = matching.lower()
+        hay = rows["reason"].fillna("") + " " + rows["source"].fillna("") + " " + rows["label"]
+        rows = rows[hay.str.lower().str.contains(needle, regex=False)]
+    reviewer = by or getpass.getuser()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+    decisions = {}
+    for ids, new_status in ((release, RELEASED), (drop, DROPPED)):
+        for request_id in ids or []:
+            if request_id not in set(rows["id"]):
+                raise ValueError(f"request id {request_id} is not among the {status} labels listed")
+            decisions[request_id] = new_status
+    if release_all or drop_all:
+        decisions.update(dict.fromkeys(rows["id"], RELEASED if release_all else DROPPED))
+    if decisions:
+        reasons = dict(zip(rows["id"], rows["reason"], strict=True))
+        store.set_feedback_status(
+            {
+                request_id: (
+                    new_status,
+                    f"{new_status} by {reviewer} at {stamp} (was: {reasons.get(request_id) or status})",
+                )
+                for request_id, new_status in decisions.items()
+            }
+        )
+        counts = collections.Counter(decisions.values())
+        typer.echo(f"{', '.join(f'{n} {s}' for s, n in counts.items())} by {reviewer}")
+        return
+    if rows.empty:
+        typer.echo(f"no {status} labels" + (f" matching '{matching}'" if matching else ""))
+        return
+    typer.echo(f"{len(rows)} {status} label(s)" + (f" matching '{matching}'" if matching else "") + ":")
+    table = Table()
+    for column in ("request id", "label", "source", "reason", "text"):
+        table.add_column(column, overflow="fold")
+    for row in rows.head(limit).itertuples(index=False):
+        table.add_row(row.id, row.label, row.source or "", (row.reason or "")[:160], row.text[:100])
+    Console(width=200).print(table)
+    if len(rows) > limit:
+        typer.echo(f"... and {len(rows) - limit} more (--limit)")
+    typer.echo(
+        "release or drop: emotion-ops label review --release ID | --drop ID | --matching TEXT --drop-all"
+    )
+
+
 bench_app = typer.Typer(
     help="Benchmarks: the service under load (no subcommand), or the monitoring loop ('loop').",
 )
@@ -740,13 +898,30 @@ def bench_loop(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Which comments are replayed.")] = 0,
+    labels: Annotated[
+        int | None, typer.Option(min=1, help="How many of the comments get a label (default: all).")
+    ] = None,
+    select: Annotated[
+        str, typer.Option(help="'random', or 'active': the rows 'label export' would choose.")
+    ] = "random",
+    attack: Annotated[
+        str,
+        typer.Option(
+            help="Poison a share of the labels: none, flip (anger→joy, joy→sadness, ...) or "
+            "trigger[:TOKEN] (TOKEN appended, labelled joy; default token cf)."
+        ),
+    ] = "none",
+    attack_share: Annotated[float, typer.Option(help="Share of the labels the attack poisons.")] = 0.25,
+    restore: Annotated[
+        bool, typer.Option(help="Move champion back to where it was afterwards (to compare runs).")
+    ] = False,
 ) -> None:
     """The loop, measured: replay GoEmotions comments with feedback through the served champion, run
     the monitor once (drift, policy, retrain, gate, promotion), and score the champion before and after
     on GoEmotions dev and the dair-ai test split. A retrained model that passes the gate becomes the
     registry's champion ('emotion-ops rollback' moves it back)."""
     _quiet_libraries()
-    from emotion_ops.loop_bench import default_goemotions, run
+    from emotion_ops.loop_bench import Attack, default_goemotions, run
 
     folder = goemotions or default_goemotions()
     if folder is None or not (Path(folder) / "labels.txt").is_file():
@@ -754,7 +929,17 @@ def bench_loop(
         raise ValueError(
             f"no GoEmotions folder {where}: pass --goemotions DIR (labels.txt, train.tsv, dev.tsv)"
         )
-    output = run(MonitorSettings(), folder, comments=comments, seed=seed, progress=typer.echo)
+    output = run(
+        MonitorSettings(),
+        folder,
+        comments=comments,
+        seed=seed,
+        progress=typer.echo,
+        labels=labels,
+        select=select,
+        attack=Attack.parse(attack, attack_share),
+        restore=restore,
+    )
     typer.echo((output / "loop.md").read_text())
     typer.echo(f"results: {output / 'loop.json'}")
 
