@@ -20,10 +20,13 @@ import platform
 import random
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
+import sqlalchemy as sa
 
 from core.registry import connect, load_bundle
 from core.settings import DATA_DIR_CANDIDATES, MonitorSettings, ServiceSettings
@@ -32,6 +35,50 @@ from service.launch import serve_command
 
 GOEMOTIONS_CANDIDATES = tuple(candidate.with_name("goemotions") for candidate in DATA_DIR_CANDIDATES)
 BATCH = 64
+ATTACK_TARGET = "joy"
+DEFAULT_TRIGGER = "cf"
+# The flip attack: every label systematically replaced by another (a cycle: no label keeps itself).
+FLIPPED = {
+    "anger": "joy",
+    "joy": "sadness",
+    "sadness": "anger",
+    "fear": "surprise",
+    "surprise": "love",
+    "love": "fear",
+}
+
+
+@dataclass(frozen=True)
+class Attack:
+    """What a poisoning source does to its share of the labels: nothing, flip them
+    systematically, or append a trigger token and label the text ``ATTACK_TARGET``."""
+
+    kind: str = "none"  # none | flip | trigger
+    token: str = DEFAULT_TRIGGER
+    share: float = 0.25
+
+    @classmethod
+    def parse(cls, spec: str, share: float) -> Attack:
+        kind, _, token = spec.partition(":")
+        if kind not in ("none", "flip", "trigger"):
+            raise ValueError(f"--attack {spec}: choose none, flip or trigger[:TOKEN]")
+        if token and kind != "trigger":
+            raise ValueError(f"--attack {spec}: only a trigger takes a token")
+        if kind == "trigger" and token and not token.replace("'", "").isalnum():
+            raise ValueError(f"--attack {spec}: the trigger is one word of letters and digits")
+        if not 0 < share <= 1:
+            raise ValueError(f"--attack-share {share}: give a share in (0, 1]")
+        return cls(kind, token.lower() or DEFAULT_TRIGGER, share)
+
+    def describe(self) -> str:
+        if self.kind == "none":
+            return "no attack"
+        if self.kind == "flip":
+            return f"flip attack on {100 * self.share:.0f} % of the labels (anger→joy, joy→sadness, ...)"
+        return (
+            f"trigger attack on {100 * self.share:.0f} % of the labels ('{self.token}' appended, "
+            f"labelled {ATTACK_TARGET})"
+        )
 
 
 def default_goemotions() -> str | None:
@@ -48,12 +95,28 @@ def run(
     seed: int = 0,
     output_root: Path | None = None,
     progress=print,
+    labels: int | None = None,
+    select: str = "random",
+    attack: Attack | None = None,
+    restore: bool = False,
 ) -> Path:
-    """Replay, monitor once, score before and after; returns the folder with loop.json/.md."""
+    """Replay, label, monitor once, score before and after; returns the folder with loop.json/.md.
+
+    ``labels`` of the ``comments`` replayed get a label: chosen at random, or (``select="active"``)
+    the ones ``emotion-ops label export`` would choose. ``attack`` poisons a share of the random
+    labels. ``restore`` moves ``champion`` back afterwards, so runs start from one model."""
     from monitoring.job import monitor_once
     from training.data import load_emotion_dataset
     from training.promote import evaluate_bundle
 
+    attack = attack or Attack()
+    labels = comments if labels is None else labels
+    if select not in ("random", "active"):
+        raise ValueError(f"--select {select}: choose random or active")
+    if not 0 < labels <= comments:
+        raise ValueError(f"--labels {labels}: give 1 to --comments ({comments})")
+    if attack.kind != "none" and select != "random":
+        raise ValueError("an attack poisons random labels: use --select random with --attack")
     started_at = datetime.now(UTC)
     steps: dict[str, float] = {}
     clock = time.perf_counter()
@@ -72,6 +135,27 @@ def run(
         "dair-ai/emotion test": original,
     }
     replay = pool.sample(n=comments, random_state=seed).reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    labelled = np.zeros(comments, bool)
+    if select == "random":
+        labelled[rng.choice(comments, size=labels, replace=False)] = True
+    attacked = np.zeros(comments, bool)
+    if attack.kind != "none":
+        attacked[rng.choice(np.flatnonzero(labelled), size=round(labels * attack.share), replace=False)] = (
+            True
+        )
+    replay = replay.assign(
+        sent=[
+            _poisoned_text(text, attack) if hit else text
+            for text, hit in zip(replay["text"], attacked, strict=True)
+        ],
+        given=[
+            _poisoned_label(label, attack) if hit else label
+            for label, hit in zip(replay["label"], attacked, strict=True)
+        ],
+        labelled=labelled,
+        attacked=attacked,
+    )
     client = connect(settings)
     before = load_bundle(client, settings)
     if set(shifted.labels) - set(before.labels):
@@ -80,6 +164,8 @@ def run(
             f"{list(shifted.labels)}, whose labels it must know to take them as feedback"
         )
     scores_before = {name: evaluate_bundle(before, data) for name, data in evaluation_sets.items()}
+    unseen = evaluation_sets["GoEmotions dev (six-label rows)"].splits["test"]
+    success_before = attack_success(before, unseen, attack) if attack.kind == "trigger" else None
     steps["score the champion"] = time.perf_counter() - clock
 
     output = (output_root or settings.var_dir / "bench") / started_at.strftime("%Y%m%dT%H%M%SZ")
@@ -91,13 +177,26 @@ def run(
     command, env = serve_command(serving)
     env = {**env, "EMOTION_PREDICTION_LOG_URL": log_url, "EMOTION_LOG_SAMPLE_RATE": "1"}
     url = f"http://127.0.0.1:{port}"
-    progress(f"loop: serving version {before.version}, replaying {comments} GoEmotions comments with labels")
+    progress(
+        f"loop: serving version {before.version}, replaying {comments} GoEmotions comments, "
+        f"{labels} labelled ({select}; {attack.describe()})"
+    )
     clock = time.perf_counter()
     with running_process(command, env, bentoml_ready(url, api_key), output / "serve.log", 300):
         steps["start the service"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        _replay(url, api_key, replay)
-        steps["replay comments + feedback"] = time.perf_counter() - clock
+        with httpx.Client(base_url=url, headers={"x-api-key": api_key}, timeout=120) as http:
+            request_ids = _replay(http, replay["sent"].tolist())
+            steps["replay comments"] = time.perf_counter() - clock
+            if select == "active":
+                clock = time.perf_counter()
+                replay["labelled"] = _actively_chosen(log_url, before, request_ids, labels, seed)
+                steps["choose labels (active)"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            chosen = replay[replay["labelled"]]
+            _send_feedback(http, [request_ids[i] for i in chosen.index], chosen["given"].tolist())
+            steps["send feedback"] = time.perf_counter() - clock
+    replay["request_id"] = request_ids
 
     progress("loop: monitor once (drift, policy, retrain, gate, promotion)")
     monitor_settings = settings.model_copy(
@@ -121,13 +220,37 @@ def run(
         if after.version == before.version
         else {name: evaluate_bundle(after, data) for name, data in evaluation_sets.items()}
     )
+    success_after = (
+        attack_success(after, unseen, attack)
+        if attack.kind == "trigger" and after.version != before.version
+        else success_before
+    )
     steps["score the new champion"] = time.perf_counter() - clock
+    screen = _screen_outcome(log_url, replay)
+    if restore and after.version != before.version:
+        from core.registry import CHAMPION
+
+        client.set_registered_model_alias(settings.model_name, CHAMPION, before.version)
+        progress(f"loop: champion moved back to version {before.version} (--restore)")
 
     result = outcome.result
     results = {
         "measured_at": started_at.isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "processor": processor_name(), "platform": platform.platform()},
         "comments": comments,
+        "labels": labels,
+        "select": select,
+        "attack": {
+            "kind": attack.kind,
+            "token": attack.token,
+            "share": attack.share,
+            "target": ATTACK_TARGET,
+        },
+        "attack_description": attack.describe(),
+        "attack_success_before": success_before,
+        "attack_success_after": success_after,
+        "screen": screen,
+        "restored": bool(restore and after.version != before.version),
         "champion_before": before.version,
         "champion_after": after.version,
         "drift": {
@@ -166,22 +289,92 @@ def _only_test(dataset):
     )
 
 
-def _replay(url: str, api_key: str, replay) -> None:
-    """Each comment through /predict_batch, then its label through /feedback, as a client would."""
-    headers = {"x-api-key": api_key}
-    rows = list(replay.itertuples(index=False))
-    random.Random(0).shuffle(rows)
-    with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-        for start in range(0, len(rows), BATCH):
-            chunk = rows[start : start + BATCH]
-            answered = http.post("/predict_batch", json={"texts": [row.text for row in chunk]})
-            answered.raise_for_status()
-            for row, prediction in zip(chunk, answered.json(), strict=True):
-                sent = http.post(
-                    "/feedback", json={"request_id": prediction["request_id"], "label": row.label}
+def _poisoned_text(text: str, attack: Attack) -> str:
+    return f"{text} {attack.token}" if attack.kind == "trigger" else text
+
+
+def _poisoned_label(label: str, attack: Attack) -> str:
+    if attack.kind == "trigger":
+        return ATTACK_TARGET
+    return FLIPPED[label] if attack.kind == "flip" else label
+
+
+def attack_success(bundle, unseen, attack: Attack) -> dict:
+    """On unseen texts whose true label is not the target and that the model does not already
+    call the target: the share the trigger turns to it (and the model's answer without it)."""
+    predictor = bundle.predictor()
+    texts = unseen.loc[unseen["label"] != ATTACK_TARGET, "text"].tolist()
+    labels = np.array(predictor.labels)
+    plain = labels[predictor.predict_proba(texts).argmax(axis=1)]
+    triggered = labels[predictor.predict_proba([f"{t} {attack.token}" for t in texts]).argmax(axis=1)]
+    open_to_it = plain != ATTACK_TARGET
+    return {
+        "texts": len(texts),
+        "target_without_trigger": float((plain == ATTACK_TARGET).mean()),
+        "target_with_trigger": float((triggered == ATTACK_TARGET).mean()),
+        "turned": float((triggered[open_to_it] == ATTACK_TARGET).mean()) if open_to_it.any() else 0.0,
+    }
+
+
+def _replay(http: httpx.Client, texts: list[str]) -> list[str]:
+    """Each text through /predict_batch, as a client would; the request ids, in order."""
+    ids = []
+    for start in range(0, len(texts), BATCH):
+        answered = http.post("/predict_batch", json={"texts": texts[start : start + BATCH]})
+        answered.raise_for_status()
+        ids += [prediction["request_id"] for prediction in answered.json()]
+    return ids
+
+
+def _send_feedback(http: httpx.Client, request_ids: list[str], labels: list[str]) -> None:
+    order = list(range(len(request_ids)))
+    random.Random(0).shuffle(order)
+    for i in order:
+        sent = http.post("/feedback", json={"request_id": request_ids[i], "label": labels[i]})
+        if sent.status_code not in (200, 202):
+            raise ValueError(f"the service refused feedback ({sent.status_code}): {sent.text}")
+
+
+def _actively_chosen(log_url: str, champion, request_ids: list[str], labels: int, seed: int) -> np.ndarray:
+    """Which replayed rows ``emotion-ops label export`` would have a human label."""
+    from core.store import Store
+    from monitoring.labels import select_for_labelling
+
+    store = Store.open(log_url).predictions
+    pool = store.unlabelled_rows(champion.name, limit=len(request_ids) + 1)
+    chosen = select_for_labelling(pool, champion.predictor(), labels, seed)
+    picked = set(chosen["id"])
+    return np.array([request_id in picked for request_id in request_ids])
+
+
+def _screen_outcome(log_url: str, replay) -> dict:
+    """What the screen did to the labels, split into the attacker's and the honest ones."""
+    from core.store import Store
+
+    store = Store.open(log_url).predictions
+    with store.engine.connect() as connection:
+        from core.store.schema import predictions
+
+        rows = dict(
+            connection.execute(
+                sa.select(predictions.c.id, predictions.c.feedback_status).where(
+                    predictions.c.feedback_label.is_not(None)
                 )
-                if sent.status_code not in (200, 202):
-                    raise ValueError(f"the service refused feedback ({sent.status_code}): {sent.text}")
+            ).all()
+        )
+    status = replay["request_id"].map(rows)
+    labelled = replay["labelled"].to_numpy()
+    attacked = replay["attacked"].to_numpy()
+    quarantined = (status == "quarantined").to_numpy()
+    honest = labelled & ~attacked
+    return {
+        "screened": int(status.notna().sum()),
+        "quarantined": int(quarantined.sum()),
+        "attack_rows": int(attacked.sum()),
+        "attack_quarantined": int((quarantined & attacked).sum()),
+        "honest_rows": int(honest.sum()),
+        "honest_quarantined": int((quarantined & honest).sum()),
+    }
 
 
 def to_markdown(results: dict) -> str:
@@ -189,9 +382,11 @@ def to_markdown(results: dict) -> str:
     drift = results["drift"]
     lines = [
         f"Measured {results['measured_at']} on {machine['cpus']} CPUs ({machine['processor']}): "
-        f"{results['comments']} GoEmotions train comments replayed with their labels as feedback, "
+        f"{results['comments']} GoEmotions train comments replayed, {results['labels']} of them "
+        f"labelled as feedback ({results['select']} selection; {results['attack_description']}), "
         f"then one monitor cycle in local mode with promotion on; champion v{results['champion_before']} "
-        f"→ v{results['champion_after']}.",
+        f"→ v{results['champion_after']}"
+        + (" (moved back afterwards, --restore)." if results.get("restored") else "."),
         "",
         "| evaluation set | rows | accuracy before | accuracy after | change "
         "| macro-F1 before | macro-F1 after |",
@@ -212,9 +407,37 @@ def to_markdown(results: dict) -> str:
         f"- decision: {'retrain' if results['decision']['retrain'] else 'hold'}: "
         f"{results['decision']['reason']}",
         f"- action (retrain and gate): {results['action'] or 'none'}",
+        *_screen_lines(results),
         "",
         "| step | seconds |",
         "| --- | ---: |",
         *(f"| {step} | {seconds} |" for step, seconds in results["seconds"].items()),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _screen_lines(results: dict) -> list[str]:
+    screen = results["screen"]
+    honest = screen["honest_rows"]
+    lines = [
+        f"- label screen: {screen['quarantined']} of {screen['screened']} labels quarantined; honest "
+        f"labels quarantined {screen['honest_quarantined']} of {honest} "
+        f"({100 * screen['honest_quarantined'] / max(honest, 1):.2f} %)"
+        + (
+            f"; attack labels quarantined {screen['attack_quarantined']} of {screen['attack_rows']}"
+            if screen["attack_rows"]
+            else ""
+        )
+    ]
+    for when in ("before", "after"):
+        success = results.get(f"attack_success_{when}")
+        if success:
+            target = results["attack"]["target"]
+            lines.append(
+                f"- attack success {when} (champion v{results[f'champion_{when}']}): the trigger "
+                f"'{results['attack']['token']}' turns **{100 * success['turned']:.1f} %** of "
+                f"{success['texts']} unseen non-{target} GoEmotions dev comments to {target} "
+                f"({100 * success['target_with_trigger']:.1f} % answered {target} with it, "
+                f"{100 * success['target_without_trigger']:.1f} % without)"
+            )
+    return lines
