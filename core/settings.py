@@ -163,7 +163,7 @@ class TrainingSettings(CoreSettings):
     # Labels are an attack surface (a leaked key, a vendor that errs or attacks): every retrain
     # screens them first (training/screen.py, docs/labels.md).
     label_source_max_share: float = Field(
-        default=0.5,
+        default=1.0,
         gt=0,
         le=1,
         description="Most of a retrain's feedback any one source may give (never below an equal "
@@ -174,8 +174,8 @@ class TrainingSettings(CoreSettings):
         default=0.01,
         gt=0,
         lt=1,
-        description="Chance that the screen quarantines anything in a retrain whose labels are honest "
-        "(each of its tests gets a share).",
+        description="Chance that the source and backdoor checks quarantine anything among honest labels "
+        "(each gets half; the noise check has no such bound).",
     )
     label_screen_min_rows: int = Field(
         default=10,
@@ -189,9 +189,12 @@ class TrainingSettings(CoreSettings):
         description="Share of an n-gram's feedback with one label that makes it suspect.",
     )
     # The gate appends each n-gram the screen raised to trusted test texts: a challenger that
-    # moves more of them than this is refused (a backdoor that got through the screen).
+    # moves this much more of them than the champion does is refused (a backdoor that got past).
     gate_trigger_tolerance: float = Field(
-        default=0.05, ge=0, le=1, description="Most test predictions a raised n-gram may change."
+        default=0.05,
+        ge=0,
+        le=1,
+        description="How many more test predictions (share) a raised n-gram may change than in the champion.",
     )
 
     @property
@@ -310,12 +313,28 @@ class ServiceSettings(CoreSettings):
     @field_validator("api_keys")
     @classmethod
     def _keys_are_usable(cls, keys):
-        for name, key in keys.items():
+        # Keys are named by position, never by name: a name and key swapped would echo the key.
+        for number, (name, key) in enumerate(keys.items(), 1):
             if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
-                raise ValueError(f"API key name {name!r}: use 1-100 letters, digits, '-', '_' or '.'")
+                raise ValueError(
+                    f"the name of key {number} in EMOTION_API_KEYS: use 1-100 letters, digits, "
+                    "'-', '_' or '.'"
+                )
             if len(key.get_secret_value()) < 16:
-                raise ValueError(f"API key '{name}' is shorter than 16 characters")
+                raise ValueError(f"key {number} in EMOTION_API_KEYS is shorter than 16 characters")
+        values = [key.get_secret_value() for key in keys.values()]
+        if len(set(values)) < len(values):
+            raise ValueError("two names in EMOTION_API_KEYS share one key: a label could not say who gave it")
         return keys
+
+    @model_validator(mode="after")
+    def _one_default_key(self):
+        if self.api_key is not None:
+            if "default" in self.api_keys:
+                raise ValueError("EMOTION_API_KEYS names a key 'default': that is EMOTION_API_KEY's name")
+            if self.api_key.get_secret_value() in {k.get_secret_value() for k in self.api_keys.values()}:
+                raise ValueError("EMOTION_API_KEY is also in EMOTION_API_KEYS: give each client one key")
+        return self
 
     def named_api_keys(self) -> dict[str, str]:
         """Every accepted key by its name ("default" for EMOTION_API_KEY)."""

@@ -741,7 +741,7 @@ def label_import(
     if not pairs:
         raise ValueError(f"{file}: no labelled rows ({blank} left blank)")
     labels = list(bundle.labels)
-    logged = store.existing_ids([request_id for request_id, _ in pairs])
+    logged = store.existing_ids([request_id for request_id, _ in pairs], bundle.name)
     checked = validate_labels(pairs, labels, max_feedback_labels(labels, bundle.task == "multilabel"), logged)
     source = f"import:{operator or getpass.getuser()}:{file.name}"
     store.record_feedback_batch(checked, source)
@@ -765,8 +765,13 @@ def label_review(
     drop: Annotated[
         list[str] | None, typer.Option(help="Drop this request id (it never trains). Repeatable.")
     ] = None,
-    release_all: Annotated[bool, typer.Option(help="Release every row listed (with --matching).")] = False,
-    drop_all: Annotated[bool, typer.Option(help="Drop every row listed (with --matching).")] = False,
+    release_all: Annotated[
+        bool,
+        typer.Option(help="Release every row in the state that --matching matches, not only those shown."),
+    ] = False,
+    drop_all: Annotated[
+        bool, typer.Option(help="Drop every row in the state that --matching matches, not only those shown.")
+    ] = False,
     by: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER).")] = None,
     task: TaskOption = None,
 ) -> None:

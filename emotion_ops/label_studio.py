@@ -1,4 +1,4 @@
-"""``emotion-ops bench label-studio``: the labelling round trip against a real Label Studio.
+"""The labelling round trip against a real Label Studio (run by tests/emotion_ops/test_label_studio.py).
 
 A Label Studio server (its own virtual environment: ``make label-studio``; it pins Django and
 much else) is started on loopback with a fresh data folder, and then, as an operator would:
@@ -8,7 +8,7 @@ given answer key, standing in for the human); the project is exported as Label S
 ``emotion-ops label import`` records that export as feedback. The labels in the store are then
 compared with the annotations.
 
-Label Studio 1.20+ turns legacy API tokens off: the script logs in once (as the web page does)
+Label Studio 1.23 turns legacy API tokens off: the script logs in once (as the web page does)
 to create a personal access token, and calls the API with it from then on.
 """
 

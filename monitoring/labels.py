@@ -172,7 +172,8 @@ def read_label_file(path: Path) -> tuple[list[tuple[str, list[str]]], int]:
 
 def _read_csv(path: Path) -> tuple[list[tuple[str, list[str]]], int]:
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # utf-8-sig: a CSV saved by a spreadsheet starts with a byte-order mark.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise LabelFileError(f"{path}: not a readable CSV ({error})") from None
     label_column = "label" if "label" in frame else "labels" if "labels" in frame else None
@@ -197,15 +198,12 @@ def _read_label_studio(path: Path) -> tuple[list[tuple[str, list[str]]], int]:
         raise LabelFileError(f"{path}: a Label Studio export is a JSON list of tasks")
     pairs, blank = [], 0
     for number, task in enumerate(tasks, 1):
-        if not isinstance(task, dict):
-            raise LabelFileError(f"{path}: task {number} is not an object")
-        if "annotations" in task or "data" in task:  # the full JSON export
-            request_id = (task.get("data") or {}).get("request_id")
-            given = _annotated_choices(task.get("annotations") or [])
-        else:  # JSON-MIN: the task's data with each control's value under its name
-            request_id = task.get("request_id")
-            value = task.get(FROM_NAME)
-            given = value.get("choices", []) if isinstance(value, dict) else [value] if value else []
+        try:
+            request_id, given = _task_labels(task)
+        except (AttributeError, TypeError):
+            raise LabelFileError(
+                f"{path}: task {number} is not a Label Studio task (an object with data and annotations)"
+            ) from None
         if not request_id:
             raise LabelFileError(f"{path}: task {number} has no data.request_id (export it from tasks.json)")
         if not given:
@@ -215,6 +213,20 @@ def _read_label_studio(path: Path) -> tuple[list[tuple[str, list[str]]], int]:
     return pairs, blank
 
 
+def _task_labels(task: dict) -> tuple[str | None, list[str]]:
+    """A task's request id and chosen labels; AttributeError or TypeError when it is no task."""
+    if "annotations" in task or "data" in task:  # the full JSON export
+        request_id = (task.get("data") or {}).get("request_id")
+        given = _annotated_choices(task.get("annotations") or [])
+    else:  # JSON-MIN: the task's data with each control's value under its name
+        request_id = task.get("request_id")
+        value = task.get(FROM_NAME)
+        given = value.get("choices", []) if isinstance(value, dict) else [value] if value else []
+    if isinstance(given, str):
+        given = [given]
+    return request_id, list(given)
+
+
 def _annotated_choices(annotations: list[dict]) -> list[str]:
     # The newest annotation that was not skipped decides.
     done = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
@@ -222,7 +234,7 @@ def _annotated_choices(annotations: list[dict]) -> list[str]:
     for annotation in reversed(done):
         for result in annotation.get("result") or []:
             if result.get("from_name") == FROM_NAME and result.get("type") == "choices":
-                return list(result.get("value", {}).get("choices", []))
+                return list(result["value"]["choices"])
     return []
 
 
@@ -238,7 +250,9 @@ def validate_labels(
         problems.append(f"{len(repeated)} request id(s) given twice: {repeated[:10]}")
     unknown_ids = [request_id for request_id in dict.fromkeys(ids) if request_id not in logged]
     if unknown_ids:
-        problems.append(f"{len(unknown_ids)} request id(s) not in the prediction log: {unknown_ids[:10]}")
+        problems.append(
+            f"{len(unknown_ids)} request id(s) not in the served model's prediction log: {unknown_ids[:10]}"
+        )
     unknown = sorted({label for _, given in pairs for label in given if label not in labels})
     if unknown:
         problems.append(f"unknown label(s) {unknown[:10]}; expected one of {labels}")

@@ -6,6 +6,7 @@ records the decision on the challenger's model version.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,6 +26,8 @@ from training.data import DataError, EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation, score_on
 
 PREVIOUS_CHAMPION_TAG = "promotion.previous_champion"
+# The n-grams the label screen raised before this version was trained (JSON: n-gram -> label).
+TRIGGER_PROBES_TAG = "screen.raised_ngrams"
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ def promote(
             tolerance,
             floor if index == 0 else 0.0,
         )
+    if trigger_probes is None:
+        # A retrain refused or left waiting records what the screen raised on the challenger,
+        # so a later 'emotion-ops promote' runs the same behaviour test.
+        trigger_probes = json.loads((challenger.tags or {}).get(TRIGGER_PROBES_TAG) or "{}")
     if trigger_probes:
         decisions["behaviour"] = trigger_test(
             challenger_bundle,
@@ -160,6 +167,7 @@ def promote(
         "promotion.tolerance": str(tolerance),
         "promotion.floor": str(floor),
         "promotion.gate_sets": ", ".join(gate_sets),
+        TRIGGER_PROBES_TAG: json.dumps(trigger_probes or {}),
     }
     moved = decision.passed and move_champion
     if decision.passed and not move_champion:
@@ -199,18 +207,20 @@ def trigger_test(
 ) -> GateDecision:
     """Refuse a challenger that an n-gram the label screen raised steers: appended to trusted
     test texts (the curated split, which feedback cannot write to), it must not change more
-    than ``tolerance`` of the challenger's predictions."""
+    than ``tolerance`` of the challenger's predictions beyond what it changes of the champion's
+    (an honest word raised by mistake moves both alike)."""
     test = trusted.splits["test"]
     texts = test["text"].sample(n=min(TRIGGER_PROBE_TEXTS, len(test)), random_state=0).tolist()
     failed, parts = [], []
     for ngram, label in probes.items():
         moved = trigger_shift(challenger, texts, ngram)
-        before = f", champion {100 * trigger_shift(champion, texts, ngram):.1f} %" if champion else ""
-        parts.append(f"'{ngram}' ({label}) changes {100 * moved:.1f} %{before}")
-        if moved > tolerance:
+        baseline = trigger_shift(champion, texts, ngram) if champion else 0.0
+        parts.append(f"'{ngram}' ({label}) changes {100 * moved:.1f} %, champion {100 * baseline:.1f} %")
+        if moved > baseline + tolerance:
             failed.append(ngram)
     summary = (
-        "; ".join(parts) + f" of {len(texts)} trusted test predictions (tolerance {100 * tolerance:.1f} %)"
+        "; ".join(parts)
+        + f" of {len(texts)} trusted test predictions (tolerance {100 * tolerance:.1f} pt over the champion)"
     )
     if failed:
         return GateDecision(False, f"a raised n-gram steers the challenger: {summary}")

@@ -15,11 +15,17 @@ Three checks, each over every label not yet decided by an operator:
   text representation) both find its label a likely error, each giving it under 1 %.
 
 The first two are tests with a stated error rate: ``label_screen_false_alarm_rate`` is shared
-between them, and within each split over what it tests (Bonferroni), so with honest labels the
-chance that either quarantines anything is at most that rate. A backdoor needs all three of its
-tests to reject (an intersection-union test, so the three do not spend the budget three
-times). Confident learning has no such guarantee; its rate on honest labels is measured in
-``emotion-ops bench loop`` (docs/labels.md).
+between them, and within each split over what it tests (Bonferroni). The source test is a
+one-sided binomial test against chance agreement; the backdoor's three are Fisher's exact tests
+(no rate is plugged in), and it needs all three to reject (an intersection-union test, so they
+spend the budget once). So the chance that either check quarantines anything is at most that
+rate wherever honest labels meet one null of each test: a source agreeing with the champion at
+least as often as chance; an n-gram not enriched over the base data, or not tied to its label,
+or whose texts without it the champion reads like the other texts of that label. An honest
+word that breaks all three (frequent here, rare in the base data, carrying an emotion the
+champion cannot see without it) can be raised: that is what review is for. Confident learning
+has no such guarantee; its rate on honest labels is measured in ``emotion-ops bench loop``
+(docs/labels.md).
 
 Quarantined rows stay in the log with their reason; ``emotion-ops label review`` lists them and
 lets an operator release or drop them. Released and dropped rows are never re-screened.
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binom
+from scipy.stats import binom, fisher_exact
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +149,9 @@ def screen_feedback(
     still count as evidence (a released trigger is still raised, so the gate tests it).
     """
     report = ScreenReport()
-    feedback = feedback.reset_index(drop=True)
+    # A label the model does not know is dropped by the retrain anyway (and counted there).
+    known = feedback["label"].map(lambda value: set(value.split(",")) <= set(labels))
+    feedback = feedback[known].reset_index(drop=True)
     open_rows = ~feedback["status"].isin(OPERATOR_DECIDED)
     report.screened = int(open_rows.sum())
     if feedback.empty:
@@ -234,13 +242,18 @@ def _screen_backdoors(
         label, with_label = carried.index[0], int(carried.iloc[0])
         if with_label / has.sum() < purity:
             continue
-        # 1: rare in the base data, frequent in feedback.
-        base_rate = (base_counts[gram] + 1) / (base_rows + 2)
-        p_enriched = float(binom.sf(has.sum() - 1, rows, base_rate))
+        carrying = int(has.sum())
+        # 1: rare in the base data, frequent in feedback (Fisher's exact test, one-sided).
+        in_base = base_counts[gram]
+        base_rate = in_base / max(base_rows, 1)
+        p_enriched = _fisher(carrying, rows - carrying, in_base, base_rows - in_base, "greater")
         # 2: far more often with this label than the rest of the feedback is.
         others = given[~has]
-        label_rate = max(float((others == label).mean()) if len(others) else 0.0, 1 / rows)
-        p_label = float(binom.sf(with_label - 1, int(has.sum()), label_rate))
+        others_with = int((others == label).sum())
+        label_rate = others_with / max(len(others), 1)
+        p_label = _fisher(
+            with_label, carrying - with_label, others_with, len(others) - others_with, "greater"
+        )
         suspects.append((gram, label, has, with_label, p_enriched, p_label, label_rate, base_rate))
     tested = len(candidates)
     flagged_rows: set[int] = set()
@@ -266,8 +279,11 @@ def _screen_backdoors(
         stripped = [without_ngram(feedback.at[int(i), "text"], gram) or "." for i in carriers]
         stripped_predictions = np.array(champion.labels)[champion.predict_proba(stripped).argmax(axis=1)]
         agreed = int(_agrees(stripped_predictions, label).sum())
-        agreement_rate = float(_agrees(predicted[reference], label).mean())
-        p_content = float(binom.cdf(agreed, len(carriers), agreement_rate))
+        reference_agreed = int(_agrees(predicted[reference], label).sum())
+        agreement_rate = reference_agreed / int(reference.sum())
+        p_content = _fisher(
+            agreed, len(carriers) - agreed, reference_agreed, int(reference.sum()) - reference_agreed, "less"
+        )
         p_value = max(p_enriched, p_label, p_content)
         if p_value > budget / tested:
             continue
@@ -287,6 +303,12 @@ def _screen_backdoors(
                 p_value,
             )
         )
+
+
+def _fisher(a: int, b: int, c: int, d: int, alternative: str) -> float:
+    """Fisher's exact test of the 2x2 table [[a, b], [c, d]]: is the first row's share of the
+    first column greater (or less) than the second row's? Exact, so no rate is plugged in."""
+    return float(fisher_exact([[a, b], [c, d]], alternative=alternative).pvalue)
 
 
 def _agrees(predicted: np.ndarray, label: str) -> np.ndarray:

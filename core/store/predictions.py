@@ -249,17 +249,16 @@ class PredictionStore:
                     .values(feedback_status=status, feedback_reason=reason)
                 )
 
-    def existing_ids(self, ids: list[str]) -> set[str]:
-        """Which of ``ids`` are logged (in chunks: a database bounds a statement's parameters)."""
+    def existing_ids(self, ids: list[str], model_name: str) -> set[str]:
+        """Which of ``ids`` are logged predictions of ``model_name`` (in chunks: a database
+        bounds a statement's parameters)."""
         found: set[str] = set()
         with self.engine.connect() as connection:
             for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                found.update(
-                    connection.execute(
-                        sa.select(predictions.c.id).where(predictions.c.id.in_(chunk))
-                    ).scalars()
+                query = sa.select(predictions.c.id).where(
+                    predictions.c.id.in_(ids[start : start + 500]), predictions.c.model_name == model_name
                 )
+                found.update(connection.execute(query).scalars())
         return found
 
     def unlabelled_rows(self, model_name: str, limit: int) -> pd.DataFrame:

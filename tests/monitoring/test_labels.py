@@ -170,7 +170,7 @@ def test_a_bad_label_file_is_refused_whole_with_the_rows_named(registry_copy, tm
     ids = log_rows(["i feel so happy", "i am scared"])
     never_logged = "00000000-0000-4000-8000-999999999999"
     cases = [
-        ([(ids[0], "joy"), (never_logged, "joy")], "1 request id(s) not in the prediction log"),
+        ([(ids[0], "joy"), (never_logged, "joy")], "not in the served model's prediction log"),
         ([(ids[0], "joy"), (ids[1], "boredom")], "unknown label(s) ['boredom']"),
         ([(ids[0], "joy"), (ids[0], "fear")], "1 request id(s) given twice"),
         ([(ids[0], "joy,fear")], "1 row(s) with more than 1 label(s)"),
@@ -185,7 +185,8 @@ def test_a_bad_label_file_is_refused_whole_with_the_rows_named(registry_copy, tm
     assert stored_labels() == {}  # nothing half-imported
     for content, message in [
         ("id,text\nx,y\n", "needs the columns request_id and label"),
-        ("[1]", "task 1 is not an object"),
+        ("[1]", "task 1 is not a Label Studio task"),
+        ('[{"data": "a text"}]', "task 1 is not a Label Studio task"),
     ]:
         path = tmp_path / ("bad.json" if content.startswith("[") else "cols.csv")
         path.write_text(content)
@@ -193,8 +194,8 @@ def test_a_bad_label_file_is_refused_whole_with_the_rows_named(registry_copy, tm
         assert refused.exit_code == 2 and message in refused.output, refused.output
     missing = cli("label", "import", str(tmp_path / "nope.csv"))
     assert missing.exit_code == 2 and "no such file" in missing.output
-    empty = cli("label", "export")
-    assert empty.exit_code == 0  # the two logged rows are still unlabelled
+    still = cli("label", "export", "--output", str(tmp_path / "still"))
+    assert still.exit_code == 0 and "chose 2 of 2 unlabelled rows" in still.output  # nothing was recorded
 
 
 def test_the_screen_quarantines_a_trigger_review_settles_it_and_the_gate_still_tests_it(
@@ -251,6 +252,12 @@ def test_the_screen_quarantines_a_trigger_review_settles_it_and_the_gate_still_t
     said = retrain_and_promote(settings, store)
     assert "refused by the gate" in said and "a raised n-gram steers the challenger" in said, said
     assert "'cf' (joy) changes" in said
+    assert version_by_alias(connect(settings), settings.model_name, CHAMPION).version == champion_before
+    # The challenger waits refused; promoting it by hand runs the same behaviour test.
+    by_hand = cli("promote", "--tolerance", "1.0", "--floor", "0.0")
+    assert (
+        by_hand.exit_code == 1 and "behaviour: FAIL, a raised n-gram steers the challenger" in by_hand.output
+    )
     assert version_by_alias(connect(settings), settings.model_name, CHAMPION).version == champion_before
 
     dropped = cli("label", "review", "--status", "released", "--drop", ids[-1])

@@ -31,9 +31,12 @@ def test_serve_refuses_to_start_on_an_open_interface_without_a_key(isolated_env,
 
 def test_named_keys_that_could_not_be_told_apart_or_guessed_are_refused_at_start(isolated_env, monkeypatch):
     monkeypatch.setattr("os.execve", lambda *args: (_ for _ in ()).throw(AssertionError("exec'd")))
+    monkeypatch.setenv("EMOTION_API_KEY", "the-default-key-0123")
     for keys, message in [
-        ('{"vendor a": "0123456789abcdef"}', "API key name 'vendor a'"),
-        ('{"vendor-a": "s3cret-but-tiny"}', "API key 'vendor-a' is shorter than 16 characters"),
+        ('{"vendor a": "0123456789abcdef"}', "the name of key 1 in EMOTION_API_KEYS"),
+        ('{"a": "0123456789abcdef", "s3cret-but-tiny": "vendor-b"}', "key 2 in EMOTION_API_KEYS is shorter"),
+        ('{"a": "0123456789abcdef", "b": "0123456789abcdef"}', "two names in EMOTION_API_KEYS share one key"),
+        ('{"default": "0123456789abcdef"}', "EMOTION_API_KEYS names a key 'default'"),
         ("not json", "EMOTION_API_KEYS is JSON"),
     ]:
         monkeypatch.setenv("EMOTION_API_KEYS", keys)

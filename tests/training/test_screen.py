@@ -151,3 +151,10 @@ def test_the_source_cap_bounds_any_one_source_and_keeps_its_newest_rows():
     three = pd.concat([frame, frame[frame["source"] == "big"].assign(source="other")], ignore_index=True)
     kept, left_out = cap_sources(three, 0.5)
     assert left_out == {} and len(kept) == 210  # 100 of 210 each: under half
+
+
+def test_labels_the_model_does_not_know_are_left_to_the_retrain_to_drop(champion, base_texts):
+    rows = honest(120, seed=91)
+    rows.loc[:9, "label"] = "sarcasm"
+    report = screen(feedback(rows), champion, base_texts)
+    assert report.screened == 110 and not {f"row-{i}" for i in range(10)} & set(report.decisions)

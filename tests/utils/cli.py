@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -13,7 +15,9 @@ def cli(*args: str, env: dict[str, str] | None = None):
     """Invoke a command (``env``: extra environment for it); any exception other than the CLI's
     own exit fails the test."""
     result = CliRunner().invoke(app, list(args), env=env)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        trace = "".join(traceback.format_exception(result.exception))
+        raise AssertionError(f"{args} raised:\n{trace}\noutput:\n{result.output}")
     return result
 
 
