@@ -58,7 +58,11 @@ def test_a_second_service_on_the_host_keeps_both_metrics_and_sheds_and_bounds(
     assert before >= 5
 
     # Anonymous on loopback (the embedded default), with a model queue of one text.
-    env = {**service_env(registry, EMOTION_BATCH_QUEUE_LIMIT="1"), "EMOTION_API_KEY": ""}
+    env = {
+        **service_env(registry, EMOTION_BATCH_QUEUE_LIMIT="1"),
+        "EMOTION_API_KEY": "",
+        "EMOTION_API_KEYS": "",
+    }
     with running_service(env, tmp_path / "second.log") as second:
         for _ in range(10):
             assert (
