@@ -26,7 +26,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import sqlalchemy as sa
 
 from core.registry import connect, load_bundle
 from core.settings import DATA_DIR_CANDIDATES, MonitorSettings, ServiceSettings
@@ -226,7 +225,7 @@ def run(
         else success_before
     )
     steps["score the new champion"] = time.perf_counter() - clock
-    screen = _screen_outcome(log_url, replay)
+    screen = _screen_outcome(log_url, replay, before.name)
     if restore and after.version != before.version:
         from core.registry import CHAMPION
 
@@ -347,21 +346,12 @@ def _actively_chosen(log_url: str, champion, request_ids: list[str], labels: int
     return np.array([request_id in picked for request_id in request_ids])
 
 
-def _screen_outcome(log_url: str, replay) -> dict:
+def _screen_outcome(log_url: str, replay, model_name: str) -> dict:
     """What the screen did to the labels, split into the attacker's and the honest ones."""
     from core.store import Store
 
-    store = Store.open(log_url).predictions
-    with store.engine.connect() as connection:
-        from core.store.schema import predictions
-
-        rows = dict(
-            connection.execute(
-                sa.select(predictions.c.id, predictions.c.feedback_status).where(
-                    predictions.c.feedback_label.is_not(None)
-                )
-            ).all()
-        )
+    labelled_rows = Store.open(log_url).predictions.feedback_rows(model_name)
+    rows = dict(zip(labelled_rows["id"], labelled_rows["status"], strict=True))
     status = replay["request_id"].map(rows)
     labelled = replay["labelled"].to_numpy()
     attacked = replay["attacked"].to_numpy()

@@ -190,10 +190,9 @@ def promote(
 TRIGGER_PROBE_TEXTS = 1000
 
 
-def trigger_shift(bundle: ModelBundle, texts: list[str], ngram: str) -> float:
-    """The share of ``texts`` whose predicted labels change when `` ngram`` is appended."""
-    predictor = bundle.predictor()
-    plain = predictor.decisions(predictor.predict_proba(texts))
+def trigger_shift(predictor, texts: list[str], plain, ngram: str) -> float:
+    """The share of ``texts`` whose predicted labels (``plain``, without it) change when
+    `` ngram`` is appended."""
     triggered = predictor.decisions(predictor.predict_proba([f"{text} {ngram}" for text in texts]))
     return float((plain != triggered).any(axis=1).mean())
 
@@ -211,10 +210,15 @@ def trigger_test(
     (an honest word raised by mistake moves both alike)."""
     test = trusted.splits["test"]
     texts = test["text"].sample(n=min(TRIGGER_PROBE_TEXTS, len(test)), random_state=0).tolist()
+    # Each model is loaded, and reads the plain texts, once for all the n-grams.
+    models = [challenger.predictor()] + ([champion.predictor()] if champion else [])
+    plain = [model.decisions(model.predict_proba(texts)) for model in models]
     failed, parts = [], []
     for ngram, label in probes.items():
-        moved = trigger_shift(challenger, texts, ngram)
-        baseline = trigger_shift(champion, texts, ngram) if champion else 0.0
+        shifts = [
+            trigger_shift(model, texts, answers, ngram) for model, answers in zip(models, plain, strict=True)
+        ]
+        moved, baseline = shifts[0], (shifts[1] if champion else 0.0)
         parts.append(f"'{ngram}' ({label}) changes {100 * moved:.1f} %, champion {100 * baseline:.1f} %")
         if moved > baseline + tolerance:
             failed.append(ngram)
