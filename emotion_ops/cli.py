@@ -671,6 +671,105 @@ def retrain(
     typer.echo(retrain_and_promote(settings, store.predictions, progress=progress))
 
 
+def _numbers(value: str, option: str) -> tuple[int, ...]:
+    try:
+        parsed = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated whole numbers, not '{value}'") from None
+    if any(number < 1 for number in parsed):
+        raise ValueError(f"{option} values must be at least 1")
+    return parsed
+
+
+def _client_counts(value: str) -> tuple[int, ...]:
+    levels = _numbers(value, "--concurrency")
+    if not levels:
+        raise ValueError("--concurrency needs at least one client count")
+    return levels
+
+
+@app.command()
+@_user_errors
+def distill(
+    task: TaskOption = None,
+    layers: Annotated[
+        int | None,
+        typer.Option(help="Encoder layers the student keeps. Default: EMOTION_DISTILL_LAYERS (3)."),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps. Default: EMOTION_DISTILL_STEPS (1000).")
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Temperature of the teacher's targets. Default: EMOTION_DISTILL_TEMPERATURE (2)."),
+    ] = None,
+    traffic_rows: Annotated[
+        int | None,
+        typer.Option(
+            help="Also learn the teacher's answers on up to this many logged texts (newest; as stored). "
+            "Default: EMOTION_DISTILL_TRAFFIC_ROWS (0)."
+        ),
+    ] = None,
+    gate_data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gate-data",
+            help="Another data folder whose test split the gate judges too (repeatable), e.g. GoEmotions.",
+        ),
+    ] = None,
+    promote_on_pass: Annotated[
+        bool,
+        typer.Option("--promote/--no-promote", help="Make the student champion when it passes the gate."),
+    ] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Distil the champion into a student with fewer layers, register it as 'challenger' and
+    run the gate (within EMOTION_DISTILL_TOLERANCE of the champion on every evaluation set)."""
+    _quiet_libraries()
+    from core.store import Store
+    from training.distill import DistillConfig, distill_and_register
+
+    settings = _training_settings(task=task)
+    overrides = {
+        "layers": layers if layers is not None else settings.distill_layers,
+        "steps": steps if steps is not None else settings.distill_steps,
+        "temperature": temperature if temperature is not None else settings.distill_temperature,
+        "traffic_rows": traffic_rows if traffic_rows is not None else settings.distill_traffic_rows,
+    }
+    config = DistillConfig.model_validate(overrides)
+    store = Store.open(settings.log_store_url).predictions if config.traffic_rows else None
+    outcome = distill_and_register(
+        settings,
+        config,
+        store=store,
+        gate_data=tuple(gate_data or ()),
+        move_champion=promote_on_pass,
+        progress=progress,
+    )
+    test = outcome.evaluation
+    typer.echo(
+        f"registered {settings.model_name} version {outcome.model_version} as 'challenger': a student of "
+        f"version {outcome.teacher_version} keeping layers {outcome.kept_layers} of "
+        f"{outcome.teacher_layers}, "
+        f"distilled in {outcome.distill_seconds:.0f} s"
+    )
+    typer.echo("  learned from: " + "; ".join(f"{count} {what}" for what, count in outcome.texts.items()))
+    headline = (
+        f"micro-F1 {test.micro_f1:.4f}" if test.micro_f1 is not None else f"accuracy {test.accuracy:.4f}"
+    )
+    typer.echo(f"  test {headline}  macro-F1 {test.macro_f1:.4f}")
+    decision = outcome.gate.decision
+    if outcome.promoted:
+        verdict = "promoted to champion"
+    elif decision.passed:
+        verdict = "passed; waits as challenger (run 'emotion-ops promote')"
+    else:
+        verdict = "refused; the champion stays"
+    typer.echo(f"  gate: {verdict}: {decision.reason}")
+    if not decision.passed:
+        raise typer.Exit(1)
+
+
 label_app = typer.Typer(
     help="Labels: export the rows most worth a label, import labels, review quarantined ones.",
     no_args_is_help=True,
@@ -854,6 +953,12 @@ def bench(
     rounds: Annotated[
         int, typer.Option(min=1, help="Interleaved rounds the cases take turns in at each client count.")
     ] = 4,
+    seed_size: Annotated[
+        str,
+        typer.Option(
+            help="LAYERSxWIDTH of the randomly initialised model of the seeds' size (DistilBERT-base)."
+        ),
+    ] = "6x768",
 ) -> None:
     """Benchmark the champion: in-process ceiling, a FastAPI baseline, and the BentoML service
     (PyTorch and ONNX Runtime, fp32 and int8, monitoring off) under closed-loop load; the drift
@@ -863,18 +968,12 @@ def bench(
     _quiet_libraries()
     from emotion_ops.bench import run
 
-    def numbers(value: str, option: str) -> tuple[int, ...]:
-        try:
-            parsed = tuple(int(part) for part in value.split(",") if part.strip())
-        except ValueError:
-            raise ValueError(f"{option} takes comma-separated whole numbers, not '{value}'") from None
-        if any(number < 1 for number in parsed):
-            raise ValueError(f"{option} values must be at least 1")
-        return parsed
+    levels = _client_counts(concurrency)
+    shape = tuple(_numbers(seed_size.lower().replace("x", ","), "--seed-size"))
+    if len(shape) != 2:
+        raise ValueError(f"--seed-size takes LAYERSxWIDTH such as 6x768, not '{seed_size}'")
+    from emotion_ops.loop_bench import default_goemotions
 
-    levels = numbers(concurrency, "--concurrency")
-    if not levels:
-        raise ValueError("--concurrency needs at least one client count")
     output = run(
         ServiceSettings(),
         TrainingSettings().resolve_data_source(),
@@ -882,7 +981,59 @@ def bench(
         requests=requests,
         ceiling_texts=ceiling_texts,
         rounds=min(rounds, requests),
-        drift_sizes=numbers(drift_rows, "--drift-rows"),
+        drift_sizes=_numbers(drift_rows, "--drift-rows"),
+        progress=typer.echo,
+        goemotions=default_goemotions(),
+        seed_shape=shape,
+    )
+    typer.echo((output / "results.md").read_text())
+    typer.echo(f"results: {output / 'results.json'}")
+
+
+def _layouts(value: str) -> tuple[tuple[int, int, bool | None], ...]:
+    parsed = []
+    for part in (part.strip() for part in value.split(",") if part.strip()):
+        shape, _, spin = part.partition(":")
+        workers, _, threads = shape.lower().partition("x")
+        if not (workers.isdigit() and threads.isdigit()) or spin not in ("", "spin", "nospin"):
+            raise ValueError(
+                f"--layouts takes WORKERSxTHREADS[:spin|:nospin] such as 2x1 or 1x2:nospin, not '{part}'"
+            )
+        if int(workers) < 1 or int(threads) < 1:
+            raise ValueError(f"--layouts needs at least one worker and one thread, not '{part}'")
+        parsed.append((int(workers), int(threads), None if not spin else spin == "spin"))
+    if not parsed:
+        raise ValueError("--layouts needs at least one layout")
+    return tuple(parsed)
+
+
+@bench_app.command("threads")
+@_user_errors
+def bench_threads(
+    requests: Annotated[int, typer.Option(min=1, help="Requests per layout and client count.")] = 1000,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,32",
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds at each client count.")] = 4,
+    layouts: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated WORKERSxTHREADS[:spin|:nospin] layouts, the first the reference "
+            "(default: 2x1, 1x2:spin, 1x2:nospin, 2x2:spin, 2x2:nospin, 4x1)."
+        ),
+    ] = None,
+) -> None:
+    """Serve the champion in several process and thread layouts (workers, intra-op threads per
+    worker, ONNX Runtime's spinning) under the same load: what the defaults rest on."""
+    _quiet_libraries()
+    from emotion_ops.bench import LAYOUTS, run_layouts
+
+    levels = _client_counts(concurrency)
+    output = run_layouts(
+        ServiceSettings(),
+        TrainingSettings().resolve_data_source(),
+        layouts=_layouts(layouts) if layouts else LAYOUTS,
+        concurrency=levels,
+        requests=requests,
+        rounds=min(rounds, requests),
         progress=typer.echo,
     )
     typer.echo((output / "results.md").read_text())

@@ -173,11 +173,12 @@ def evaluate_and_register(
     base: BaseModel,
     device: str,
     title: str,
+    card_extra: dict | None = None,
 ) -> tuple[str, Evaluation, dict[str, dict]]:
     """Inside the active run: score ``predictor`` on the test split (overall and per source),
     log it, register it as a new version with its card and reference sample, and point
     ``challenger`` at it. Labels are matched by name, so a model brought from elsewhere may
-    order them its own way."""
+    order them its own way. ``card_extra`` adds to (or replaces) the card's top-level entries."""
     test, predicted_ids = score_on(predictor, dataset, "test")
     by_source = _scores_by_source(dataset, predicted_ids)
     mlflow.log_metrics(
@@ -195,7 +196,7 @@ def evaluate_and_register(
         scratch = Path(scratch)
         _log_evaluation(test, scratch, title)
         version = _log_and_register(
-            settings, predictor, dataset, config, base, test, scratch, by_source, device
+            settings, predictor, dataset, config, base, test, scratch, by_source, device, card_extra
         )
     client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
     for key, value in {
@@ -225,6 +226,7 @@ def _log_and_register(
     scratch: Path,
     test_by_source: dict[str, dict],
     device: str,
+    card_extra: dict | None = None,
 ) -> str:
     import tokenizers
     import torch
@@ -272,6 +274,7 @@ def _log_and_register(
             "calibration_texts": "a random sample of the validation split",
             "representation": "mean-pooled last hidden state, cosine distance",
         },
+        **(card_extra or {}),
     }
     (scratch / MODEL_CARD).write_text(json.dumps(card, indent=2))
 

@@ -61,6 +61,17 @@ def quality_gate(
     )
 
 
+def accuracy_gate(challenger_accuracy: float, champion_accuracy: float, tolerance: float) -> GateDecision:
+    """Pass when the challenger's accuracy is no more than ``tolerance`` below the champion's."""
+    margin = challenger_accuracy - champion_accuracy
+    passed = margin >= -tolerance - 1e-9  # 0.915 - 0.92 is -0.00500000001 in floating point
+    return GateDecision(
+        passed,
+        f"accuracy {challenger_accuracy:.4f} vs champion {champion_accuracy:.4f} "
+        f"({margin:+.4f}, tolerance {tolerance:.4f})",
+    )
+
+
 @dataclass(frozen=True)
 class PromotionResult:
     decision: GateDecision
@@ -84,6 +95,7 @@ def promote(
     gate_sets: dict[str, EmotionDataset] | None = None,
     move_champion: bool = True,
     trigger_probes: dict[str, str] | None = None,
+    accuracy_tolerance: float | None = None,
 ) -> PromotionResult:
     """Evaluate ``challenger`` and ``champion`` and move ``champion`` on a pass.
 
@@ -94,8 +106,10 @@ def promote(
     ``move_champion=False`` the decision is recorded but ``champion`` stays (the challenger
     waits for a reviewer). ``trigger_probes`` (n-gram -> the label it carried, from the label
     screen) adds a behaviour test: appended to the first set's texts, no n-gram may change more
-    than ``gate_trigger_tolerance`` of the challenger's predictions. The decision, scores, time
-    and reason are written as tags on the challenger's version.
+    than ``gate_trigger_tolerance`` of the challenger's predictions. ``accuracy_tolerance``
+    also judges a single-label challenger's accuracy on every set against the champion's (a
+    distilled student must keep both). The decision, scores, time and reason are written as
+    tags on the challenger's version.
     """
     tolerance = settings.promotion_tolerance if tolerance is None else tolerance
     client = connect(settings)
@@ -141,6 +155,10 @@ def promote(
             tolerance,
             floor if index == 0 else 0.0,
         )
+        if accuracy_tolerance is not None and not multilabel and champion_eval is not None:
+            decisions[f"{set_name} accuracy"] = accuracy_gate(
+                challenger_eval.accuracy, champion_eval.accuracy, accuracy_tolerance
+            )
     if trigger_probes is None:
         # A retrain refused or left waiting records what the screen raised on the challenger,
         # so a later 'emotion-ops promote' runs the same behaviour test.
@@ -167,6 +185,7 @@ def promote(
         "promotion.tolerance": str(tolerance),
         "promotion.floor": str(floor),
         "promotion.gate_sets": ", ".join(gate_sets),
+        "promotion.accuracy_tolerance": "" if accuracy_tolerance is None else str(accuracy_tolerance),
         TRIGGER_PROBES_TAG: json.dumps(trigger_probes or {}),
     }
     moved = decision.passed and move_champion

@@ -153,17 +153,9 @@ def fine_tune(
         total_steps = min(total_steps, config.max_steps)
     eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
 
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.learning_rate)
-    warmup = int(total_steps * config.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: min(
-            (step + 1) / max(warmup, 1),
-            max(0.0, (total_steps - step) / max(total_steps - warmup, 1)),
-        ),
+    optimizer, scheduler = optimizer_and_schedule(
+        model, config.learning_rate, config.weight_decay, config.warmup_ratio, total_steps
     )
-    val_texts = dataset.texts("validation")
-    val_labels = dataset.label_matrix("validation") if multilabel else dataset.label_ids("validation")
     predictor = EmotionPredictor(
         model, tokenizer, max_length=config.max_length, batch_size=config.eval_batch_size
     )
@@ -205,17 +197,7 @@ def fine_tune(
 
             if step % eval_every == 0 or step == total_steps:
                 model.eval()
-                thresholds = None
-                if multilabel:
-                    probabilities = predictor.predict_proba(val_texts)
-                    thresholds = tune_thresholds(val_labels, probabilities, dataset.labels)
-                    predictor.set_thresholds(thresholds)
-                    scores = evaluate_multilabel(
-                        val_labels, predictor.decisions(probabilities), dataset.labels
-                    )
-                else:
-                    val_pred = predictor.predict_proba(val_texts).argmax(axis=1)
-                    scores = evaluate(val_labels, val_pred, dataset.labels)
+                scores, thresholds = validation_scores(predictor, dataset)
                 metrics = {
                     "val_accuracy": scores.accuracy,
                     "val_macro_f1": scores.macro_f1,
@@ -260,6 +242,39 @@ def fine_tune(
         history=history,
         thresholds=best_thresholds,
     )
+
+
+def optimizer_and_schedule(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, warmup_ratio: float, total_steps: int
+):
+    """AdamW with linear warm-up then linear decay to zero at ``total_steps`` (the BERT recipe)."""
+    optimizer = torch.optim.AdamW(_parameter_groups(model, weight_decay), lr=learning_rate)
+    warmup = int(total_steps * warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(
+            (step + 1) / max(warmup, 1),
+            max(0.0, (total_steps - step) / max(total_steps - warmup, 1)),
+        ),
+    )
+    return optimizer, scheduler
+
+
+def validation_scores(predictor: EmotionPredictor, dataset: EmotionDataset):
+    """The model's scores on the validation split, and for a multi-label model the per-label
+    thresholds tuned there (set on ``predictor``; None for a single-label model). Labels are
+    matched by name, so a model may order them otherwise than the data."""
+    probabilities = predictor.predict_proba(dataset.texts("validation"))
+    if dataset.multilabel:
+        order = [predictor.labels.index(label) for label in dataset.labels]
+        truth = dataset.label_matrix("validation")
+        thresholds = tune_thresholds(truth, probabilities[:, order], dataset.labels)
+        predictor.set_thresholds(thresholds)
+        decided = predictor.decisions(probabilities)[:, order]
+        return evaluate_multilabel(truth, decided, dataset.labels), thresholds
+    label2id = dataset.label2id
+    predicted = np.array([label2id.get(predictor.labels[i], -1) for i in probabilities.argmax(axis=1)])
+    return evaluate(dataset.label_ids("validation"), predicted, dataset.labels), None
 
 
 def class_weights(labels: list[int], num_labels: int, scheme: str) -> torch.Tensor | None:

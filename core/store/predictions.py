@@ -276,6 +276,19 @@ class PredictionStore:
             frame = pd.DataFrame(connection.execute(query).all(), columns=[*columns, "novelty", "novel"])
         return frame.drop_duplicates(subset="text", keep="first").reset_index(drop=True)
 
+    def recent_texts(self, model_name: str, limit: int) -> list[str]:
+        """The distinct texts of the newest ``limit`` logged rows of ``model_name``, newest first,
+        as stored (redacted when the service redacts)."""
+        query = (
+            sa.select(predictions.c.text)
+            .where(predictions.c.model_name == model_name)
+            .order_by(predictions.c.created_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            texts = connection.execute(query).scalars().all()
+        return list(dict.fromkeys(text for text in texts if text))
+
 
 FEEDBACK_COLUMNS = [
     "id",

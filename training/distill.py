@@ -1,0 +1,418 @@
+"""Distillation: a student with fewer encoder layers that learns the champion's outputs.
+
+Serving cost is per layer: half the layers is nearly half the compute of every text. The
+student starts as the champion itself with evenly spaced layers kept (0, 2 and 4 of six), so it
+begins close to its teacher instead of from a generic base, and then learns the teacher's
+temperature-softened outputs (which carry how alike the emotions are, not only which one won)
+together with the curated hard labels (Hinton et al., 2015; DistilBERT's layer choice).
+
+The teacher can also answer for texts it has served: the prediction log, as stored (redacted
+when the service redacts), so the student learns production text without a human label. Only
+the teacher's answers train on those; texts of the validation and test splits never do.
+
+The student is registered as ``challenger`` with a card that names its teacher, the layers it
+kept and the texts it learned from, and the gate judges it on every evaluation set the champion
+is judged on, accuracy and macro-F1 each within ``distill_tolerance``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+from core.inference.predictor import EmotionPredictor, pad_batch
+from core.registry import connect, ensure_experiment, load_bundle
+from core.settings import TrainingSettings
+from training.base_model import BaseModel as BaseModelSpec
+from training.data import DataError, EmotionDataset, load_emotion_dataset
+from training.evaluate import Evaluation
+from training.pipeline import evaluate_and_register
+from training.promote import PromotionResult, promote
+from training.train import (
+    TrainingConfig,
+    _length_grouped_batches,
+    class_weights,
+    optimizer_and_schedule,
+    positive_weights,
+    resolve_device,
+    set_seed,
+    validation_scores,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DistillConfig(BaseModel):
+    """Hyper-parameters of one distillation run (logged to MLflow and kept in the card)."""
+
+    layers: int = Field(default=3, ge=1, description="Encoder layers the student keeps.")
+    temperature: float = Field(default=2.0, gt=0)
+    hard_weight: float = Field(
+        default=0.5, ge=0, le=1, description="Share of the loss from the curated hard labels."
+    )
+    steps: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=128, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    evaluations: int = Field(default=4, ge=1, description="Validation passes; the best one is kept.")
+    traffic_rows: int = Field(default=0, ge=0, description="Logged texts the teacher also answers for.")
+    seed: int = 42
+    threads: int | None = Field(default=None, ge=1)
+
+
+@dataclass(frozen=True)
+class DistillOutcome:
+    model_version: str
+    teacher_version: str
+    kept_layers: list[int]
+    teacher_layers: int
+    evaluation: Evaluation
+    texts: dict[str, int]
+    distill_seconds: float
+    gate: PromotionResult
+    promoted: bool
+
+
+# Where each supported architecture keeps its encoder layers, and the config key that counts them.
+_ENCODERS = {
+    "distilbert": ("distilbert.transformer", "n_layers"),
+    "bert": ("bert.encoder", "num_hidden_layers"),
+}
+
+
+def student_from(teacher: torch.nn.Module, layers: int) -> tuple[torch.nn.Module, list[int]]:
+    """A copy of ``teacher`` that keeps ``layers`` evenly spaced encoder layers, the first
+    included (0, 2, 4 of six); embeddings and the classifier head are the teacher's own."""
+    model_type = teacher.config.model_type
+    if model_type not in _ENCODERS:
+        raise ValueError(
+            f"distill knows DistilBERT and BERT encoders; this champion is a '{model_type}' model"
+        )
+    path, count_key = _ENCODERS[model_type]
+    total = getattr(teacher.config, count_key)
+    if not 1 <= layers < total:
+        raise ValueError(f"a student keeps fewer layers than its teacher's {total}; got {layers}")
+    kept = sorted({round(index * total / layers) for index in range(layers)})
+    student = copy.deepcopy(teacher)
+    encoder = student.get_submodule(path)
+    encoder.layer = torch.nn.ModuleList([encoder.layer[index] for index in kept])
+    setattr(student.config, count_key, len(kept))
+    return student, kept
+
+
+@torch.inference_mode()
+def teacher_logits(model: torch.nn.Module, encoded: list[list[int]], pad_id: int, batch_size: int, device):
+    """The teacher's logits for every encoded text, in length-sorted batches (little padding)."""
+    model.eval()
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    logits = np.zeros((len(encoded), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        input_ids, attention_mask = pad_batch([encoded[i] for i in rows], pad_id)
+        output = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
+        logits[rows] = output.logits.float().cpu().numpy()
+    return logits
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    labelled: torch.Tensor,
+    temperature: float,
+    hard_weight: float,
+    hard_loss,
+    multilabel: bool,
+) -> torch.Tensor:
+    """(1 - hard_weight) x the soft loss against the teacher at ``temperature`` (scaled by T
+    squared so its gradients keep their size as T changes) + hard_weight x the hard-label
+    loss over the ``labelled`` rows (logged traffic has the teacher's answer only)."""
+    t = temperature
+    if multilabel:
+        soft = torch.nn.functional.binary_cross_entropy_with_logits(
+            student_logits / t, torch.sigmoid(teacher_logits / t)
+        )
+    else:
+        soft = torch.nn.functional.kl_div(
+            torch.log_softmax(student_logits / t, dim=-1),
+            torch.softmax(teacher_logits / t, dim=-1),
+            reduction="batchmean",
+        )
+    loss = (1 - hard_weight) * soft * t * t
+    if hard_weight and bool(labelled.any()):
+        loss = loss + hard_weight * hard_loss(student_logits[labelled], targets[labelled])
+    return loss
+
+
+def distill_and_register(
+    settings: TrainingSettings,
+    config: DistillConfig,
+    store=None,
+    gate_data: tuple[str, ...] = (),
+    move_champion: bool = True,
+    progress: bool = False,
+) -> DistillOutcome:
+    """Distil the champion into a student, register it as ``challenger`` and run the gate:
+    on every set (the test split, each of its sources, each of ``gate_data``'s test splits) the
+    student may lose at most ``settings.distill_tolerance`` accuracy and macro-F1. It becomes
+    champion on a pass when ``move_champion``. ``store`` (the prediction log) is read only when
+    ``config.traffic_rows`` asks for logged texts."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    client = connect(settings)
+    teacher_bundle = load_bundle(client, settings)
+    multilabel = teacher_bundle.task == "multilabel"
+    label_set = settings.label_set or teacher_bundle.label_set
+    dataset = load_emotion_dataset(settings.resolve_data_source(), label_set=label_set, multilabel=multilabel)
+    if set(dataset.labels) != set(teacher_bundle.labels):
+        raise DataError(
+            f"the data has labels {list(dataset.labels)}, the champion {list(teacher_bundle.labels)}; "
+            "set EMOTION_DATA_DIR (or EMOTION_LABEL_SET) to the data the champion was trained on"
+        )
+    # Sets the gate judges, loaded before any training so a wrong path fails in a second.
+    gate_sets = _gate_sets(dataset, gate_data, label_set, multilabel)
+    device = resolve_device(settings.device)
+    set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_bundle.model_dir).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_bundle.model_dir)
+    student, kept = student_from(teacher, config.layers)
+    teacher_layers = getattr(teacher.config, _ENCODERS[teacher.config.model_type][1])
+    max_length = teacher_bundle.card["max_length"]
+    model_labels = [teacher.config.id2label[index] for index in range(teacher.config.num_labels)]
+
+    texts, targets, labelled, traffic = _training_texts(dataset, model_labels, config, store, settings)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    started = time.perf_counter()
+    soft_targets = teacher_logits(teacher, encoded, tokenizer.pad_token_id, config.eval_batch_size, device)
+    teacher_seconds = time.perf_counter() - started
+    del teacher
+    log.info("teacher answered %d texts in %.0f s", len(texts), teacher_seconds)
+
+    hard_loss = _hard_loss(dataset, targets[labelled], len(model_labels), teacher_bundle, device)
+    student = student.to(device)
+    optimizer, scheduler = optimizer_and_schedule(
+        student, config.learning_rate, config.weight_decay, config.warmup_ratio, config.steps
+    )
+    predictor = EmotionPredictor(student, tokenizer, max_length=max_length, batch_size=config.eval_batch_size)
+    eval_every = max(1, config.steps // config.evaluations)
+    rng = np.random.default_rng(config.seed)
+    best_f1, best_state, best_thresholds, history, step = -1.0, None, None, [], 0
+    soft_targets = torch.from_numpy(soft_targets)
+    bar = tqdm(total=config.steps, desc="distilling", unit="step", disable=not progress)
+    while step < config.steps:
+        for batch in _length_grouped_batches(encoded, config.batch_size, rng):
+            student.train()
+            rows = torch.as_tensor(np.asarray(batch))
+            input_ids, attention_mask = pad_batch([encoded[i] for i in batch], tokenizer.pad_token_id)
+            logits = student(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            loss = distillation_loss(
+                logits.float(),
+                soft_targets[rows].to(device),
+                targets[rows].to(device),
+                labelled[rows].to(device),
+                config.temperature,
+                config.hard_weight,
+                hard_loss,
+                multilabel,
+            )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            if step % eval_every == 0 or step == config.steps:
+                student.eval()
+                scores, thresholds = validation_scores(predictor, dataset)
+                history.append(
+                    {"step": step, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1}
+                )
+                log.info("step %d: val macro-F1 %.4f accuracy %.4f", step, scores.macro_f1, scores.accuracy)
+                if scores.macro_f1 > best_f1:
+                    best_f1, best_thresholds = scores.macro_f1, thresholds
+                    best_state = copy.deepcopy(student.state_dict())
+            if step >= config.steps:
+                break
+    bar.close()
+    student.load_state_dict(best_state)
+    if best_thresholds is not None:
+        predictor.set_thresholds(best_thresholds)  # saved with the model (config.json)
+    student = student.to("cpu").eval()
+    predictor.model = student
+    seconds = time.perf_counter() - started
+
+    learned_from = {"train split (teacher's answers and the curated labels)": int(labelled.sum())}
+    if config.traffic_rows:
+        learned_from["logged traffic (teacher's answers only; as stored, redacted if the log redacts)"] = len(
+            traffic
+        )
+    card_extra = {
+        "training_config": config.model_dump(),
+        "distillation": {
+            "teacher": {
+                "name": teacher_bundle.name,
+                "version": teacher_bundle.version,
+                "layers": teacher_layers,
+                "test": {
+                    key: teacher_bundle.card["test"].get(key) for key in ("accuracy", "macro_f1", "micro_f1")
+                },
+            },
+            "kept_layers": kept,
+            "temperature": config.temperature,
+            "hard_weight": config.hard_weight,
+            "texts": learned_from,
+            "traffic_model": settings.model_name if config.traffic_rows else None,
+            "seconds": round(seconds, 1),
+            "teacher_seconds": round(teacher_seconds, 1),
+            "history": history,
+        },
+    }
+    base = BaseModelSpec(
+        path=str(teacher_bundle.model_dir),
+        origin="distilled",
+        name=f"{teacher_bundle.name} v{teacher_bundle.version}",
+    )
+    experiment_id = ensure_experiment(client, settings)
+    registration_config = TrainingConfig(
+        max_length=max_length, seed=config.seed, eval_batch_size=config.eval_batch_size
+    )
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"student-{len(kept)}-layers"):
+        mlflow.set_tags(
+            {
+                "model_kind": "distilbert-student",
+                "task": "multilabel" if multilabel else "single",
+                "teacher": f"{teacher_bundle.name} v{teacher_bundle.version}",
+                "device": str(device),
+            }
+        )
+        mlflow.log_params(
+            {
+                **config.model_dump(),
+                "teacher_version": teacher_bundle.version,
+                "kept_layers": ",".join(map(str, kept)),
+                "data_source": dataset.source,
+                "train_texts": int(labelled.sum()),
+                "traffic_texts": len(traffic),
+            }
+        )
+        for entry in history:
+            mlflow.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
+        mlflow.log_metrics({"distill_seconds": seconds, "teacher_seconds": teacher_seconds})
+        version, test, _ = evaluate_and_register(
+            settings,
+            client,
+            predictor,
+            dataset,
+            registration_config,
+            base,
+            str(device),
+            f"Student ({len(kept)} of {teacher_layers} layers)",
+            card_extra=card_extra,
+        )
+    client.set_model_version_tag(settings.model_name, version, "distilled_from", teacher_bundle.version)
+    gate = promote(
+        settings,
+        gate_sets=gate_sets,
+        tolerance=settings.distill_tolerance,
+        accuracy_tolerance=settings.distill_tolerance,
+        move_champion=move_champion,
+    )
+    return DistillOutcome(
+        model_version=version,
+        teacher_version=teacher_bundle.version,
+        kept_layers=kept,
+        teacher_layers=teacher_layers,
+        evaluation=test,
+        texts=learned_from,
+        distill_seconds=seconds,
+        gate=gate,
+        promoted=gate.decision.passed and move_champion,
+    )
+
+
+def _training_texts(dataset: EmotionDataset, model_labels: list[str], config, store, settings):
+    """The train split's texts with their labels in the model's order, then logged texts (no
+    label) that no split holds. Returns texts, targets, a labelled mask and the traffic texts."""
+    texts = dataset.texts("train")
+    if dataset.multilabel:
+        order = [dataset.labels.index(label) for label in model_labels]
+        targets = torch.from_numpy(dataset.label_matrix("train")[:, order].astype(np.float32))
+    else:
+        position = {label: index for index, label in enumerate(model_labels)}
+        targets = torch.tensor([position[dataset.labels[i]] for i in dataset.label_ids("train")])
+    traffic: list[str] = []
+    if config.traffic_rows:
+        if store is None:
+            raise ValueError(
+                "distilling on logged traffic needs the prediction log (EMOTION_PREDICTION_LOG_URL)"
+            )
+        known = set().union(*(set(frame["text"]) for frame in dataset.splits.values()))
+        traffic = [
+            text for text in store.recent_texts(settings.model_name, config.traffic_rows) if text not in known
+        ]
+        log.info("the teacher also answers for %d logged texts", len(traffic))
+    if traffic:
+        filler = torch.zeros((len(traffic), *targets.shape[1:]), dtype=targets.dtype)
+        targets = torch.cat([targets, filler])
+    labelled = torch.zeros(len(texts) + len(traffic), dtype=torch.bool)
+    labelled[: len(texts)] = True
+    return texts + traffic, targets, labelled, traffic
+
+
+def _hard_loss(dataset: EmotionDataset, targets: torch.Tensor, num_labels: int, teacher_bundle, device):
+    """The teacher's own hard-label loss (its class weighting, from its card)."""
+    scheme = (teacher_bundle.card.get("training_config") or {}).get("class_weighting", "sqrt_inverse")
+    if dataset.multilabel:
+        weights = positive_weights(targets.numpy(), scheme)
+        return torch.nn.BCEWithLogitsLoss(pos_weight=None if weights is None else weights.to(device))
+    weights = class_weights(targets.tolist(), num_labels, scheme)
+    return torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+
+
+def _gate_sets(
+    dataset: EmotionDataset, gate_data: tuple[str, ...], label_set: str | None, multilabel: bool
+) -> dict[str, EmotionDataset]:
+    """The test split, each source within it when it joins several, and each extra data set's
+    test split, every one judged on its own."""
+
+    def test_only(frame, source: str) -> EmotionDataset:
+        return EmotionDataset(
+            splits={"test": frame.reset_index(drop=True)},
+            labels=dataset.labels,
+            source=source,
+            multilabel=multilabel,
+        )
+
+    test = dataset.splits["test"]
+    sets = {"test split": test_only(test, dataset.source)}
+    if "source" in test and test["source"].nunique() > 1:
+        for source, rows in test.groupby("source"):
+            sets[f"test split: {source}"] = test_only(rows, source)
+    for path in gate_data:
+        extra = load_emotion_dataset(path, splits=("test",), label_set=label_set, multilabel=multilabel)
+        if set(extra.labels) - set(dataset.labels):
+            raise DataError(
+                f"gate data {path} has labels {list(extra.labels)} the champion does not predict "
+                f"({list(dataset.labels)}); pick data (or EMOTION_LABEL_SET) with the model's labels"
+            )
+        sets[f"{extra.source} test"] = EmotionDataset(
+            splits={"test": extra.splits["test"]},
+            labels=extra.labels,
+            source=extra.source,
+            multilabel=multilabel,
+        )
+    return sets
