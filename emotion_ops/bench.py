@@ -9,6 +9,14 @@
 4. The drift job on 10k and 100k logged rows (seconds and peak memory of its process).
 5. When the registry holds a multi-label champion (``EMOTION_MULTILABEL_MODEL_NAME``), it too,
    served on the default runtime and precision, beside the single-label one.
+6. Models side by side: when the champion has a distilled student (or is one), the other model
+   of the pair served on the default runtime and precision; and a randomly initialised model of
+   the seeds' size (DistilBERT-base, 6 x 768) in the seed-style pipeline, for what the seeds
+   would have served on the same machine. Accuracy, in-process texts/s, served req/s and
+   latency, and each server's memory.
+
+``emotion-ops bench threads`` serves the champion in several process and thread layouts
+(workers, intra-op threads per worker, ONNX Runtime's spinning) under the same load.
 
 Load is a closed loop: ``concurrency`` clients, each sending its next request when the last one
 is answered, one test-set text per request, a bounded number of requests per case. All servers
@@ -58,6 +66,10 @@ class Case:
     monitoring: bool = True
     task: str = "single"  # which registered model the service serves
     novelty: bool = True
+    model: str = "champion"  # champion | compared (its teacher or student) | seed-size
+    workers: int | None = None  # None: the service's defaults
+    threads: int | None = None
+    spinning: bool | None = None
 
     @property
     def variant(self) -> str:
@@ -105,6 +117,7 @@ class LoadResult:
     def row(self) -> dict:
         return {
             "case": self.case.name,
+            "model": self.case.model,
             "runtime": self.case.runtime,
             "precision": self.case.precision,
             "concurrency": self.concurrency,
@@ -169,6 +182,24 @@ def interleaved_load(
     return list(results.values())
 
 
+def serve_and_load(cases, start, texts, concurrency, requests: int, rounds: int, progress):
+    """Start every case's server (``start(case)`` gives its context manager and URL), put them
+    under the interleaved load at each client count, and measure each server's memory after
+    it; returns the load results and RSS MB by case. Every server is stopped on the way out."""
+    loads: list[LoadResult] = []
+    with ExitStack() as servers:
+        urls, processes = {}, {}
+        for case in cases:
+            progress(f"starting {case.name} {case.variant}")
+            server, url = start(case)
+            processes[case] = servers.enter_context(server)
+            urls[case] = url
+        for level in concurrency:
+            progress(f"load at {level} clients, {requests} requests per case in {rounds} interleaved rounds")
+            loads += interleaved_load(urls, texts, level, requests, rounds, progress)
+        return loads, {case: tree_rss_mb(process) for case, process in processes.items()}
+
+
 def _bento(settings: ServiceSettings, work: Path, case: Case):
     """The service as ``emotion-ops serve`` runs it, on a free port: (context manager, base URL).
 
@@ -192,25 +223,136 @@ def _bento(settings: ServiceSettings, work: Path, case: Case):
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
     }
+    if case.model == "compared":
+        env["EMOTION_MODEL_ALIAS"] = COMPARED_ALIAS
+    for name, value in (
+        ("WORKERS", case.workers),
+        ("THREADS", case.threads),
+        ("ONNX_SPINNING", case.spinning),
+    ):
+        if value is not None:
+            env[f"EMOTION_{name}"] = str(value).lower()
     env.pop("EMOTION_API_KEY", None)
     url = f"http://127.0.0.1:{port}"
-    log = work / f"{case.name}-{case.variant}.log"
+    log = work / f"{case.name}-{case.variant}-{uuid.uuid4().hex[:4]}.log"
     return running_process(command, env, bentoml_ready(url), log, 300, PROJECT_ROOT), url
 
 
-def _baseline(bundle, work: Path):
+def _baseline(bundle, work: Path, name: str = "baseline"):
     port = free_port()
     command = [sys.executable, "-m", "emotion_ops.baseline_server", "--model-dir", str(bundle.model_dir)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     url = f"http://127.0.0.1:{port}"
     ready = lambda: answers(f"{url}/health")  # noqa: E731
     return running_process(
-        [*command, "--port", str(port)], env, ready, work / "baseline.log", 300, PROJECT_ROOT
+        [*command, "--port", str(port)], env, ready, work / f"{name}.log", 300, PROJECT_ROOT
     ), url
 
 
-def ceiling(bundle, texts: list[str], test_texts: list[str], test_labels: list[str]) -> dict:
-    """In-process batched throughput on every runtime and precision, with test accuracy.
+# A temporary alias on the model the champion is compared with, so a service can serve it.
+COMPARED_ALIAS = "bench-compared"
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model folder with the card entries the bench reads (a model that is not registered)."""
+
+    model_dir: Path
+    card: dict
+
+
+# DistilBERT-base, the seeds' model: 6 layers x 768 (12 heads of 64, 3072 hidden).
+SEED_SHAPE = (6, 768)
+
+
+def seed_size_model(bundle, folder: Path, shape: tuple[int, int] = SEED_SHAPE) -> LocalModel:
+    """A DistilBERT of ``shape`` (layers, width; heads of 64, a hidden layer 4 x as wide),
+    randomly initialised, with the champion's labels, tokenizer and max length: the seeds'
+    compute per text, for speed only (its answers are noise)."""
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+    model_dir = folder / "model"
+    tokenizer = AutoTokenizer.from_pretrained(bundle.model_dir)
+    labels = list(bundle.labels)
+    torch.manual_seed(0)
+    layers, width = shape
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        n_layers=layers,
+        dim=width,
+        n_heads=max(1, width // 64),
+        hidden_dim=4 * width,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+    )
+    DistilBertForSequenceClassification(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    card = {"max_length": bundle.card["max_length"], "random_weights": True}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    return LocalModel(model_dir, card)
+
+
+def compared_model(settings: ServiceSettings, champion):
+    """The model the champion is compared with, as (role, bundle): its teacher when the
+    champion is a distilled student, else its newest student; None when it has neither."""
+    from core.registry import download_version
+
+    client = connect(settings)
+    teacher = (champion.card.get("distillation") or {}).get("teacher")
+    if teacher:
+        version = client.get_model_version(settings.model_name, teacher["version"])
+        return "teacher", download_version(client, settings, version)
+    students = [
+        version
+        for version in client.search_model_versions(f"name='{settings.model_name}'")
+        if (version.tags or {}).get("distilled_from") == champion.version
+    ]
+    if not students:
+        return None
+    newest = max(students, key=lambda version: int(version.version))
+    return "student", download_version(client, settings, newest)
+
+
+def model_shape(model_dir: Path) -> str:
+    """Encoder layers x width, from the model's config."""
+    config = json.loads((model_dir / "config.json").read_text())
+    layers = config.get("n_layers", config.get("num_hidden_layers"))
+    width = config.get("dim", config.get("hidden_size"))
+    return f"{layers} x {width}"
+
+
+def tree_rss_mb(process) -> float:
+    """Resident memory of a server and every process it started (BentoML's workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(process.pid)
+        members = [root, *root.children(recursive=True)]
+        total = 0
+        for member in members:
+            try:
+                total += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+    except psutil.NoSuchProcess:
+        return float("nan")
+    return round(total / 2**20, 1)
+
+
+ALL_VARIANTS = (("torch", "fp32"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8"))
+
+
+def ceiling(
+    bundle,
+    texts: list[str],
+    test_texts: list[str],
+    test_labels: list[str] | None,
+    variants: tuple[tuple[str, str], ...] = ALL_VARIANTS,
+) -> dict:
+    """In-process batched throughput on each runtime and precision of ``variants`` (default:
+    all), with test accuracy (None without ``test_labels``: a model with random weights).
 
     Two ways to use the cores, and the ceiling is the better one: one process whose runtime
     spreads each forward over every core, and one single-threaded process per core, each with
@@ -220,30 +362,30 @@ def ceiling(bundle, texts: list[str], test_texts: list[str], test_labels: list[s
 
     cores = os.cpu_count() or 1
     results = {}
-    for runtime in ("torch", "onnx"):
-        for precision in ("fp32", "int8"):
-            options = _predictor_options(bundle, runtime, precision)
-            predictor = load_predictor(bundle.model_dir, threads=cores, **options)
-            predictor.predict_proba(texts[:64])  # warm-up
-            started = time.perf_counter()
-            predictor.predict_proba(texts)
-            one_process = len(texts) / (time.perf_counter() - started)
-            per_core = (
-                _parallel_throughput(bundle.model_dir, options, texts, cores) if cores > 1 else one_process
-            )
-            predicted = predictor.predict_proba(test_texts).argmax(axis=1)
-            accuracy = np.mean(
-                [predictor.labels[i] == label for i, label in zip(predicted, test_labels, strict=True)]
-            )
-            results[f"{runtime}-{precision}"] = {
-                "runtime": runtime,
-                "precision": precision,
-                "texts_per_s": round(max(one_process, per_core), 1),
-                "one_process_texts_per_s": round(one_process, 1),
-                "process_per_core_texts_per_s": round(per_core, 1),
-                "test_accuracy": round(float(accuracy), 4),
-            }
+    for runtime, precision in variants:
+        options = _predictor_options(bundle, runtime, precision)
+        predictor = load_predictor(bundle.model_dir, threads=cores, **options)
+        predictor.predict_proba(texts[:64])  # warm-up
+        started = time.perf_counter()
+        predictor.predict_proba(texts)
+        one_process = len(texts) / (time.perf_counter() - started)
+        per_core = _parallel_throughput(bundle.model_dir, options, texts, cores) if cores > 1 else one_process
+        accuracy = None if test_labels is None else round(accuracy_of(predictor, test_texts, test_labels), 4)
+        results[f"{runtime}-{precision}"] = {
+            "runtime": runtime,
+            "precision": precision,
+            "texts_per_s": round(max(one_process, per_core), 1),
+            "one_process_texts_per_s": round(one_process, 1),
+            "process_per_core_texts_per_s": round(per_core, 1),
+            "test_accuracy": accuracy,
+        }
     return results
+
+
+def accuracy_of(predictor, texts: list[str], labels: list[str]) -> float:
+    """Share of ``texts`` whose most probable label is the given one (labels matched by name)."""
+    predicted = predictor.predict_proba(texts).argmax(axis=1)
+    return float(np.mean([predictor.labels[i] == label for i, label in zip(predicted, labels, strict=True)]))
 
 
 def _predictor_options(bundle, runtime: str, precision: str) -> dict:
@@ -389,9 +531,13 @@ def run(
     drift_sizes: tuple[int, ...] = (10_000, 100_000),
     output_root: Path | None = None,
     progress=print,
+    goemotions: str | None = None,
+    seed_shape: tuple[int, int] = SEED_SHAPE,
 ) -> Path:
-    """Run every case; returns the folder with results.json and results.md."""
-    bundle = load_bundle(connect(settings), settings)
+    """Run every case; returns the folder with results.json and results.md. ``goemotions``
+    (a GoEmotions folder) adds each model's accuracy on its dev rows with one of the six labels."""
+    client = connect(settings)
+    bundle = load_bundle(client, settings)
     test = load_emotion_dataset(data_source, splits=("test",)).splits["test"]
     texts = test["text"].tolist()
     output = (output_root or settings.var_dir / "bench") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -404,22 +550,50 @@ def run(
     progress(f"  {compute}")
 
     served_precision = "int8" if settings.quantize else "fp32"
+    served = ((settings.runtime, served_precision),)
     cases = [BASELINE, *service_cases(settings.runtime, served_precision)]
     multilabel = _multilabel_champion(settings)
     if multilabel is not None:
         progress(f"and the multi-label champion {multilabel.name} v{multilabel.version}")
         cases.append(Case("bentoml-multilabel", settings.runtime, served_precision, task="multilabel"))
-    loads: list[LoadResult] = []
-    with ExitStack() as servers:
-        urls = {}
-        for case in cases:
-            progress(f"starting {case.name} {case.variant}")
-            server, url = _baseline(bundle, work) if case is BASELINE else _bento(settings, work, case)
-            servers.enter_context(server)
-            urls[case] = url
-        for level in concurrency:
-            progress(f"load at {level} clients, {requests} requests per case in {rounds} interleaved rounds")
-            loads += interleaved_load(urls, texts, level, requests, rounds, progress)
+
+    # Models side by side: the champion's teacher or student, and the seeds' model size.
+    compared = compared_model(settings, bundle)
+    models = {"champion": _model_entry(bundle, "champion", compute, served, goemotions)}
+    if compared is not None:
+        role, other = compared
+        progress(f"and the champion's {role}, version {other.version}")
+        other_compute = ceiling(other, pool, texts, test["label"].tolist(), variants=served)
+        models["compared"] = _model_entry(other, role, other_compute, served, goemotions)
+        client.set_registered_model_alias(settings.model_name, COMPARED_ALIAS, other.version)
+        cases.append(Case(f"bentoml-{role}", settings.runtime, served_precision, model="compared"))
+    seeds = seed_size_model(bundle, work / "seed-size", seed_shape)
+    seed_compute = ceiling(seeds, pool, texts, None, variants=(("torch", "fp32"),))
+    models["seed-size"] = {
+        "role": "seeds' size, random weights",
+        "version": None,
+        "shape": model_shape(seeds.model_dir),
+        "texts_per_s": seed_compute["torch-fp32"]["texts_per_s"],
+        "variant": "torch-fp32",
+        "test_accuracy": None,
+        "goemotions_accuracy": None,
+    }
+    seed_case = Case("baseline-seed-size", "torch", "fp32", monitoring=False, model="seed-size")
+    cases.append(seed_case)
+
+    def start(case: Case):
+        if case is BASELINE:
+            return _baseline(bundle, work)
+        if case is seed_case:
+            return _baseline(seeds, work, "baseline-seed-size")
+        return _bento(settings, work, case)
+
+    try:
+        loads, memory = serve_and_load(cases, start, texts, concurrency, requests, rounds, progress)
+        rss = {f"{case.name} {case.variant}": megabytes for case, megabytes in memory.items()}
+    finally:
+        if compared is not None:
+            client.delete_registered_model_alias(settings.model_name, COMPARED_ALIAS)
 
     drift = []
     if drift_sizes:
@@ -427,8 +601,18 @@ def run(
         drift = drift_timing(settings, bundle, texts, drift_sizes, work)
 
     results = summarise(
-        bundle, f"{settings.runtime}-{served_precision}", compute, loads, drift, concurrency, requests, rounds
+        bundle,
+        f"{settings.runtime}-{served_precision}",
+        compute,
+        loads,
+        drift,
+        concurrency,
+        requests,
+        rounds,
+        models,
     )
+    results["rss_mb"] = rss
+    results["models"] = models
     if multilabel is not None:
         results["multilabel_model"] = {"name": multilabel.name, "version": multilabel.version}
     (output / "results.json").write_text(json.dumps(results, indent=2))
@@ -437,6 +621,34 @@ def run(
     (output.parent / "latest.md").write_text(markdown)
     shutil.rmtree(work, ignore_errors=True)
     return output
+
+
+def _model_entry(bundle, role: str, compute: dict, served, goemotions: str | None) -> dict:
+    """One model's row of the side-by-side table (the served runtime and precision)."""
+    runtime, precision = served[0]
+    variant = f"{runtime}-{precision}"
+    entry = {
+        "role": role,
+        "version": bundle.version,
+        "shape": model_shape(bundle.model_dir),
+        "variant": variant,
+        "texts_per_s": compute[variant]["texts_per_s"],
+        "test_accuracy": compute[variant]["test_accuracy"],
+        # Each runtime and precision the ceiling measured (the seed-style row is PyTorch fp32).
+        "test_accuracy_by_variant": {name: c["test_accuracy"] for name, c in compute.items()},
+        "goemotions_accuracy": None,
+    }
+    if goemotions:
+        from core.inference.runtime import load_predictor
+
+        dev = load_emotion_dataset(goemotions, splits=("test",), label_set="six").splits["test"]
+        dev = dev[dev["label"].isin(bundle.labels)]
+        predictor = load_predictor(bundle.model_dir, **_predictor_options(bundle, runtime, precision))
+        entry["goemotions_accuracy"] = round(
+            accuracy_of(predictor, dev["text"].tolist(), dev["label"].tolist()), 4
+        )
+        entry["goemotions_rows"] = len(dev)
+    return entry
 
 
 def _multilabel_champion(settings: ServiceSettings):
@@ -461,13 +673,17 @@ def summarise(
     concurrency,
     requests,
     rounds,
+    models: dict | None = None,
 ) -> dict:
     rows = [result.row() for result in loads]
     by_key = {(r["case"], r["runtime"], r["precision"], r["concurrency"]): r for r in rows}
     for row in rows:
         baseline = by_key.get(("baseline", "torch", "fp32", row["concurrency"]))
         row["vs_baseline"] = _ratio(row["req_per_s"], baseline["req_per_s"]) if baseline else None
-        same_model = compute[f"{row['runtime']}-{row['precision']}"]["texts_per_s"]
+        if row.get("model", "champion") == "champion":
+            same_model = compute[f"{row['runtime']}-{row['precision']}"]["texts_per_s"]
+        else:  # the teacher, student or seed-size model: against its own ceiling
+            same_model = (models or {})[row["model"]]["texts_per_s"]
         row["vs_ceiling"] = _ratio(row["texts_per_s"], same_model)
         if row["case"] == "bentoml":
             off = by_key.get(("bentoml-no-monitoring", row["runtime"], row["precision"], row["concurrency"]))
@@ -558,6 +774,187 @@ def to_markdown(results: dict) -> str:
             lines.append(
                 f"| {r['concurrency']} | {r['req_per_s']} | {r['p95_ms']} | {r['vs_single_label']}x |"
             )
+    if results.get("models"):
+        lines += ["", *models_table(results)]
+    return "\n".join(lines) + "\n"
+
+
+def models_table(results: dict) -> list[str]:
+    """The models side by side: each on its own server (the champion and its teacher or student
+    on the service's default, the seed-size model and the champion in the seed-style pipeline)."""
+    models, rows = results["models"], results["load"]
+    low, high = min(results["concurrency"]), max(results["concurrency"])
+    memory = results.get("rss_mb", {})
+
+    def load(case: str, variant: str, clients: int) -> dict:
+        return next(
+            (
+                r
+                for r in rows
+                if (r["case"], f"{r['runtime']}-{r['precision']}", r["concurrency"])
+                == (case, variant, clients)
+            ),
+            {},
+        )
+
+    def percent(value) -> str:
+        return "" if value is None else f"{100 * value:.2f} %"
+
+    served = results["served"]
+    compared = models.get("compared")
+    entries = [("champion", "bentoml", served)]
+    if compared:
+        entries.append(("compared", f"bentoml-{compared['role']}", served))
+    entries += [("champion", "baseline", "torch-fp32"), ("seed-size", "baseline-seed-size", "torch-fp32")]
+    lines = [
+        f"Models side by side (served: our service on {served}; seed-style: FastAPI, one PyTorch fp32 "
+        "forward per request). Accuracy on the runtime and precision of the row (GoEmotions on the "
+        "served one only); memory is each server's processes together, after the load.",
+        "",
+        f"| model | layers x width | served as | dair-ai test accuracy | GoEmotions dev (six labels) "
+        f"accuracy | in-process texts/s | req/s, {low} client(s) | p50 ms, {low} | req/s, {high} clients "
+        f"| p95 ms, {high} | RSS MB |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, case, variant in entries:
+        model = models[key]
+        one, many = load(case, variant, low), load(case, variant, high)
+        name = model["role"] if model.get("version") is None else f"{model['role']} (v{model['version']})"
+        in_process = model["texts_per_s"] if case.startswith("bentoml") else ""
+        accuracy = model.get("test_accuracy_by_variant", {}).get(variant, model["test_accuracy"])
+        goemotions = model["goemotions_accuracy"] if variant == model["variant"] else None
+        lines.append(
+            f"| {name} | {model['shape']} | {case} {variant} | {percent(accuracy)} | "
+            f"{percent(goemotions)} | {in_process} | {one.get('req_per_s', '')} | "
+            f"{one.get('p50_ms', '')} | {many.get('req_per_s', '')} | {many.get('p95_ms', '')} | "
+            f"{memory.get(f'{case} {variant}', '')} |"
+        )
+    if compared:
+        student, teacher = (
+            ("champion", "compared") if compared["role"] == "teacher" else ("compared", "champion")
+        )
+        cases = {"champion": "bentoml", "compared": f"bentoml-{compared['role']}"}
+        ratio = lambda metric, clients: _ratio(  # noqa: E731
+            load(cases[student], served, clients).get(metric, float("nan")),
+            load(cases[teacher], served, clients).get(metric, float("nan")),
+        )
+        gain = lambda key: 100 * (models[student][key] - models[teacher][key])  # noqa: E731
+        goemotions = (
+            f", GoEmotions dev {gain('goemotions_accuracy'):+.2f} pt"
+            if models[student]["goemotions_accuracy"] is not None
+            else ""
+        )
+        lines += [
+            "",
+            f"Student vs teacher, same run: req/s at {high} clients {ratio('req_per_s', high)}x, "
+            f"p95 at {high} clients {ratio('p95_ms', high)}x, p50 at {low} client(s) "
+            f"{ratio('p50_ms', low)}x; test accuracy {gain('test_accuracy'):+.2f} pt{goemotions}.",
+        ]
+    return lines
+
+
+# (workers, intra-op threads per worker, ONNX Runtime spinning); the first is the default. A
+# pool of one thread has nobody to spin, so spinning is only varied with two or more.
+LAYOUTS: tuple[tuple[int, int, bool | None], ...] = (
+    (2, 1, None),
+    (1, 2, True),
+    (1, 2, False),
+    (2, 2, True),
+    (2, 2, False),
+    (4, 1, None),
+)
+
+
+def layout_case(settings: ServiceSettings, workers: int, threads: int, spinning: bool | None) -> Case:
+    precision = "int8" if settings.quantize else "fp32"
+    spin = "" if spinning is None else ("-spin" if spinning else "-nospin")
+    return Case(
+        f"w{workers}-t{threads}{spin}",
+        settings.runtime,
+        precision,
+        workers=workers,
+        threads=threads,
+        spinning=spinning,
+    )
+
+
+def run_layouts(
+    settings: ServiceSettings,
+    data_source: str,
+    layouts: tuple[tuple[int, int, bool | None], ...] = LAYOUTS,
+    concurrency: tuple[int, ...] = (1, 32),
+    requests: int = 1000,
+    rounds: int = 4,
+    output_root: Path | None = None,
+    progress=print,
+) -> Path:
+    """The champion on the default runtime and precision in each process and thread layout,
+    side by side under the same interleaved load; returns the folder with results.json and .md."""
+    bundle = load_bundle(connect(settings), settings)
+    texts = load_emotion_dataset(data_source, splits=("test",)).splits["test"]["text"].tolist()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    output = (output_root or settings.var_dir / "bench") / f"{stamp}-threads"
+    output.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=output))
+    cases = [layout_case(settings, *layout) for layout in layouts]
+    loads, memory = serve_and_load(
+        cases, lambda case: _bento(settings, work, case), texts, concurrency, requests, rounds, progress
+    )
+    rss = {case.name: megabytes for case, megabytes in memory.items()}
+    cores = os.cpu_count() or 1
+    rows = []
+    for result in loads:
+        case = result.case
+        rows.append(
+            {
+                **result.row(),
+                "layout": case.name,
+                "workers": case.workers,
+                "threads_per_worker": case.threads,
+                "spinning": case.spinning,
+                "workers_per_core": round(case.workers / cores, 2),
+                "rss_mb": rss[case.name],
+            }
+        )
+    default = cases[0].name
+    for row in rows:
+        reference = next(r for r in rows if r["layout"] == default and r["concurrency"] == row["concurrency"])
+        row["vs_default"] = _ratio(row["req_per_s"], reference["req_per_s"])
+    results = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": cores, "processor": processor_name(), "platform": platform.platform()},
+        "model": {"name": bundle.name, "version": bundle.version, "shape": model_shape(bundle.model_dir)},
+        "served": f"{settings.runtime}-{'int8' if settings.quantize else 'fp32'}",
+        "requests_per_case": requests,
+        "rounds": rounds,
+        "default_layout": default,
+        "load": rows,
+    }
+    (output / "results.json").write_text(json.dumps(results, indent=2))
+    (output / "results.md").write_text(layouts_markdown(results))
+    shutil.rmtree(work, ignore_errors=True)
+    return output
+
+
+def layouts_markdown(results: dict) -> str:
+    machine = results["machine"]
+    lines = [
+        f"Measured {results['measured_at']} on {machine['cpus']} CPUs ({machine['processor']}), model "
+        f"{results['model']['name']} v{results['model']['version']} ({results['model']['shape']}) on "
+        f"{results['served']}, {results['requests_per_case']} requests per layout and client count in "
+        f"{results['rounds']} interleaved rounds; vs default is against {results['default_layout']}.",
+        "",
+        "| layout | workers | threads per worker | spinning | workers per core | clients | req/s | p50 ms "
+        "| p95 ms | p99 ms | errors | vs default | RSS MB |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(results["load"], key=lambda r: r["concurrency"]):
+        spinning = "n/a" if r["spinning"] is None else ("on" if r["spinning"] else "off")
+        lines.append(
+            f"| {r['layout']} | {r['workers']} | {r['threads_per_worker']} | {spinning} | "
+            f"{r['workers_per_core']} | {r['concurrency']} | {r['req_per_s']} | {r['p50_ms']} | "
+            f"{r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {r['vs_default']}x | {r['rss_mb']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

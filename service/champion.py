@@ -87,6 +87,7 @@ class ChampionHolder:
             runtime=self.settings.runtime,
             quantize=self.settings.quantize,
             threads=self.settings.inference_threads,
+            spinning=self.settings.onnx_spinning,
             max_length=card["max_length"],
             batch_size=self.settings.batch_max_size,
         )

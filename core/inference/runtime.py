@@ -45,12 +45,15 @@ def load_predictor(
     quantize: bool = False,
     threads: int | None = None,
     cache_dir: Path | None = None,
+    spinning: bool = False,
     **predictor_options,
 ) -> EmotionPredictor:
     """A predictor for the model saved in ``model_dir`` on ``runtime``, int8 when ``quantize``.
 
     ``threads`` is the intra-op thread count (default: the runtime's own). ``cache_dir`` holds
-    the ONNX files (default: ``model_dir``'s sibling ``onnx``).
+    the ONNX files (default: ``model_dir``'s sibling ``onnx``). ``spinning`` lets ONNX Runtime's
+    intra-op threads spin while they wait for work (a pool of one thread has none to spin); off,
+    as measured best under load.
 
     NumPy's BLAS is held to one thread: its only work here is novelty's small matrix products,
     and OpenBLAS's own threads, spinning after each, took a third of a two-worker service's
@@ -70,7 +73,7 @@ def load_predictor(
         from transformers import AutoConfig, AutoTokenizer
 
         path = exported_onnx(model_dir, cache_dir or model_dir.parent / "onnx", quantize)
-        model = OnnxSequenceClassifier(path, AutoConfig.from_pretrained(model_dir), threads)
+        model = OnnxSequenceClassifier(path, AutoConfig.from_pretrained(model_dir), threads, spinning)
         return EmotionPredictor(model, AutoTokenizer.from_pretrained(model_dir), **predictor_options)
     raise ValueError(f"unknown runtime '{runtime}'; expected 'torch' or 'onnx'")
 
@@ -161,7 +164,7 @@ class OnnxSequenceClassifier:
     """An exported sequence classifier on ONNX Runtime, called like the transformers model it
     came from (``model(input_ids=..., attention_mask=...).logits``), with its ``config``."""
 
-    def __init__(self, path: Path, config, threads: int | None = None):
+    def __init__(self, path: Path, config, threads: int | None = None, spinning: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -169,6 +172,7 @@ class OnnxSequenceClassifier:
         if threads:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.path = path
         self.config = config
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import json
 
+from core.registry import connect
+from core.settings import TrainingSettings
 from tests.utils.cli import cli
+from training.distill import DistillConfig, distill_and_register
 
 
-def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("EMOTION_VAR_DIR", str(registry))
-    monkeypatch.setenv("EMOTION_DATA_DIR", str(tiny_data))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_bench_runs_every_case_and_writes_the_tables(registry_copy, monkeypatch):
+    # A distilled student waiting as challenger: the bench serves it beside its teacher.
+    monkeypatch.setenv("EMOTION_DISTILL_TOLERANCE", "1.0")
+    distill_and_register(TrainingSettings(), DistillConfig(layers=1, steps=5), move_champion=False)
     result = cli(
-        "bench", "--requests", "6", "--concurrency", "1,2", "--drift-rows", "300", "--ceiling-texts", "64"
-    )
+        "bench", "--requests", "6", "--concurrency", "1,2", "--drift-rows", "300", "--ceiling-texts", "64",
+        "--seed-size", "2x64",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
 
-    (run,) = [path for path in (registry / "bench").iterdir() if path.is_dir()]
+    (run,) = [path for path in (registry_copy / "bench").iterdir() if path.is_dir()]
     results = json.loads((run / "results.json").read_text())
     assert set(results["compute_ceiling"]) == {"torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"}
     assert all(
@@ -36,6 +39,8 @@ def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkey
             ("bentoml", "onnx", "int8"),
             ("bentoml-no-monitoring", "onnx", "int8"),
             ("bentoml-no-novelty", "onnx", "int8"),
+            ("bentoml-student", "onnx", "int8"),
+            ("baseline-seed-size", "torch", "fp32"),
         )
         for level in (1, 2)
     }
@@ -53,8 +58,36 @@ def test_bench_runs_every_case_and_writes_the_tables(registry, tiny_data, monkey
     assert drift["torch_loaded"] is False  # its peak memory is the drift job's own
     table = (run / "results.md").read_text()
     assert "| case | runtime | precision | clients |" in table and "drift job" in table
-    assert (registry / "bench" / "latest.md").read_text() == table
+    assert (registry_copy / "bench" / "latest.md").read_text() == table
+
+    # Models side by side: the teacher (champion), its student, and the seeds' size, random.
+    models = results["models"]
+    assert models["champion"]["shape"] == "2 x 32" and models["compared"]["shape"] == "1 x 32"
+    assert models["compared"]["role"] == "student" and models["compared"]["version"] == "2"
+    assert models["seed-size"]["shape"] == "2 x 64" and models["seed-size"]["test_accuracy"] is None
+    for entry in (models["champion"], models["compared"]):
+        assert 0 <= entry["test_accuracy"] <= 1 and entry["texts_per_s"] > 0
+    assert all(megabytes > 0 for megabytes in results["rss_mb"].values()) and len(results["rss_mb"]) == 9
+    assert "| student (v2) | 1 x 32 | bentoml-student onnx-int8 |" in table
+    assert "| seeds' size, random weights | 2 x 64 | baseline-seed-size torch-fp32 |" in table
+    assert "Student vs teacher, same run: req/s at 2 clients" in table
+    # The temporary alias that served the student is gone again.
+    client = connect(TrainingSettings())
+    assert set(client.get_registered_model("emotion-classifier").aliases) == {"champion", "challenger"}
     assert "results:" in result.output
+
+
+def test_the_threads_bench_serves_each_layout_side_by_side(registry_copy):
+    result = cli("bench", "threads", "--requests", "4", "--concurrency", "1,2", "--layouts", "1x1,1x2:nospin")
+    assert result.exit_code == 0, result.output
+    (run,) = [path for path in (registry_copy / "bench").iterdir() if path.name.endswith("-threads")]
+    results = json.loads((run / "results.json").read_text())
+    layouts = {(r["layout"], r["workers"], r["threads_per_worker"], r["spinning"]) for r in results["load"]}
+    assert layouts == {("w1-t1", 1, 1, None), ("w1-t2-nospin", 1, 2, False)}
+    for row in results["load"]:
+        assert row["errors"] == 0 and row["requests"] == 4 and row["rss_mb"] > 0
+        assert row["vs_default"] == (1.0 if row["layout"] == "w1-t1" else row["vs_default"]) > 0
+    assert "| w1-t2-nospin | 1 | 2 | off | 0.5 |" in (run / "results.md").read_text()
 
 
 def test_bench_rejects_bad_options(isolated_env):
@@ -62,6 +95,9 @@ def test_bench_rejects_bad_options(isolated_env):
         (("bench", "--concurrency", "1,x"), "comma-separated whole numbers"),
         (("bench", "--concurrency", "0"), "at least 1"),
         (("bench", "--concurrency", ""), "at least one client count"),
+        (("bench", "--seed-size", "6"), "LAYERSxWIDTH"),
+        (("bench", "threads", "--layouts", "2x1:fast"), "WORKERSxTHREADS"),
+        (("bench", "threads", "--layouts", "0x1"), "at least one worker"),
     ]:
         result = cli(*args)
         assert result.exit_code == 2 and message in result.output, result.output

@@ -117,6 +117,19 @@ def test_onnx_inference_starts_no_torch_threads(registry):
     assert after == before, "predicting on ONNX Runtime started threads (torch's OpenMP pool?)"
 
 
+def test_onnx_runtime_threads_spin_only_when_told(registry, monkeypatch):
+    """Spinning is off by default (it cost a third of the throughput under load with two
+    threads per worker: emotion-ops bench threads); EMOTION_ONNX_SPINNING=true turns it on."""
+    for options, expected in (({}, "0"), ({"onnx_spinning": True}, "1")):
+        monkeypatch.setenv("EMOTION_THREADS", "2")  # read by its alias only, as the service reads it
+        settings = ServiceSettings(var_dir=registry, runtime="onnx", **options)
+        served = ChampionHolder(settings).current
+        session_options = served.predictor.model.session.get_session_options()
+        assert session_options.intra_op_num_threads == 2
+        assert session_options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+        assert served.predictor.predict(TEXTS)[0].emotion == "joy"
+
+
 def test_workers_on_a_cold_cache_download_once_and_a_cut_copy_is_fetched_again(registry, tmp_path):
     """Two workers start together on a cold cache (the default layout), in two processes."""
     cold = tmp_path / "var"
