@@ -49,7 +49,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint label-studio
+# The two environments install side by side (mostly waiting on downloads), then the tests run.
+test:
+	$(MAKE) -j2 lint label-studio
 	$(BIN)/python -m pytest
 
 format: setup
