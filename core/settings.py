@@ -295,7 +295,7 @@ class ServiceSettings(CoreSettings):
     # clients for 0.5 ms less latency at 1 client (emotion-ops bench threads, README).
     onnx_spinning: bool = Field(
         default=False,
-        description="Let ONNX Runtime's idle intra-op threads spin for work (only with threads > 1).",
+        description="Let ONNX Runtime's idle intra-op threads spin for work (with more than one per worker).",
     )
 
     # Prediction log.

@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from mlflow.exceptions import MlflowException
 
 from core.registry import connect, load_bundle
 from core.settings import MonitorSettings, ServiceSettings
@@ -278,7 +279,7 @@ def seed_size_model(bundle, folder: Path, shape: tuple[int, int] = SEED_SHAPE) -
     torch.manual_seed(0)
     layers, width = shape
     config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size,
+        vocab_size=len(tokenizer),  # added tokens included
         n_layers=layers,
         dim=width,
         n_heads=max(1, width // 64),
@@ -302,7 +303,10 @@ def compared_model(settings: ServiceSettings, champion):
     client = connect(settings)
     teacher = (champion.card.get("distillation") or {}).get("teacher")
     if teacher:
-        version = client.get_model_version(settings.model_name, teacher["version"])
+        try:
+            version = client.get_model_version(settings.model_name, teacher["version"])
+        except MlflowException:  # the teacher's version was deleted: nothing to compare with
+            return None
         return "teacher", download_version(client, settings, version)
     students = [
         version
@@ -565,7 +569,6 @@ def run(
         progress(f"and the champion's {role}, version {other.version}")
         other_compute = ceiling(other, pool, texts, test["label"].tolist(), variants=served)
         models["compared"] = _model_entry(other, role, other_compute, served, goemotions)
-        client.set_registered_model_alias(settings.model_name, COMPARED_ALIAS, other.version)
         cases.append(Case(f"bentoml-{role}", settings.runtime, served_precision, model="compared"))
     seeds = seed_size_model(bundle, work / "seed-size", seed_shape)
     seed_compute = ceiling(seeds, pool, texts, None, variants=(("torch", "fp32"),))
@@ -588,6 +591,8 @@ def run(
             return _baseline(seeds, work, "baseline-seed-size")
         return _bento(settings, work, case)
 
+    if compared is not None:  # set just before the try that removes it again
+        client.set_registered_model_alias(settings.model_name, COMPARED_ALIAS, compared[1].version)
     try:
         loads, memory = serve_and_load(cases, start, texts, concurrency, requests, rounds, progress)
         rss = {f"{case.name} {case.variant}": megabytes for case, megabytes in memory.items()}

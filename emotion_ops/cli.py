@@ -933,7 +933,8 @@ def label_review(
 
 
 bench_app = typer.Typer(
-    help="Benchmarks: the service under load (no subcommand), or the monitoring loop ('loop').",
+    help="Benchmarks: the service and the models under load (no subcommand), thread and process "
+    "layouts ('threads'), the monitoring loop ('loop'), the drift verdict ('drift').",
 )
 app.add_typer(bench_app, name="bench")
 
@@ -972,6 +973,10 @@ def bench(
     shape = tuple(_numbers(seed_size.lower().replace("x", ","), "--seed-size"))
     if len(shape) != 2:
         raise ValueError(f"--seed-size takes LAYERSxWIDTH such as 6x768, not '{seed_size}'")
+    if shape[1] % max(1, shape[1] // 64):  # heads of about 64 must divide the width
+        raise ValueError(
+            f"--seed-size width {shape[1]} does not split into {shape[1] // 64} heads; pick a multiple of 64"
+        )
     from emotion_ops.loop_bench import default_goemotions
 
     output = run(
@@ -1001,7 +1006,10 @@ def _layouts(value: str) -> tuple[tuple[int, int, bool | None], ...]:
             )
         if int(workers) < 1 or int(threads) < 1:
             raise ValueError(f"--layouts needs at least one worker and one thread, not '{part}'")
-        parsed.append((int(workers), int(threads), None if not spin else spin == "spin"))
+        layout = (int(workers), int(threads), None if not spin else spin == "spin")
+        if layout in parsed:
+            raise ValueError(f"--layouts names {part} twice")
+        parsed.append(layout)
     if not parsed:
         raise ValueError("--layouts needs at least one layout")
     return tuple(parsed)

@@ -18,9 +18,11 @@ is judged on, accuracy and macro-F1 each within ``distill_tolerance``.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -29,13 +31,19 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from core.inference.predictor import EmotionPredictor, pad_batch
-from core.registry import connect, ensure_experiment, load_bundle
+from core.registry import CHAMPION, RegistryError, connect, ensure_experiment, load_bundle, version_by_alias
 from core.settings import TrainingSettings
 from training.base_model import BaseModel as BaseModelSpec
 from training.data import DataError, EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation
 from training.pipeline import evaluate_and_register
-from training.promote import PromotionResult, promote
+from training.promote import (
+    DISTILL_GATE_DATA_TAG,
+    DISTILL_TOLERANCE_TAG,
+    PromotionResult,
+    distillation_gate_sets,
+    promote,
+)
 from training.train import (
     TrainingConfig,
     _length_grouped_batches,
@@ -102,7 +110,8 @@ def student_from(teacher: torch.nn.Module, layers: int) -> tuple[torch.nn.Module
     total = getattr(teacher.config, count_key)
     if not 1 <= layers < total:
         raise ValueError(f"a student keeps fewer layers than its teacher's {total}; got {layers}")
-    kept = sorted({round(index * total / layers) for index in range(layers)})
+    # Rounded half up (Python's round() takes 4.5 to 4 and would never keep the last layer).
+    kept = sorted({int(index * total / layers + 0.5) for index in range(layers)})
     student = copy.deepcopy(teacher)
     encoder = student.get_submodule(path)
     encoder.layer = torch.nn.ModuleList([encoder.layer[index] for index in kept])
@@ -180,7 +189,7 @@ def distill_and_register(
             "set EMOTION_DATA_DIR (or EMOTION_LABEL_SET) to the data the champion was trained on"
         )
     # Sets the gate judges, loaded before any training so a wrong path fails in a second.
-    gate_sets = _gate_sets(dataset, gate_data, label_set, multilabel)
+    gate_sets = distillation_gate_sets(dataset, gate_data, label_set, multilabel)
     device = resolve_device(settings.device)
     set_seed(config.seed)
     if config.threads:
@@ -193,7 +202,9 @@ def distill_and_register(
     max_length = teacher_bundle.card["max_length"]
     model_labels = [teacher.config.id2label[index] for index in range(teacher.config.num_labels)]
 
-    texts, targets, labelled, traffic = _training_texts(dataset, model_labels, config, store, settings)
+    texts, targets, labelled, traffic = _training_texts(
+        dataset, gate_sets, model_labels, config, store, settings
+    )
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     started = time.perf_counter()
     soft_targets = teacher_logits(teacher, encoded, tokenizer.pad_token_id, config.eval_batch_size, device)
@@ -272,6 +283,8 @@ def distill_and_register(
                 },
             },
             "kept_layers": kept,
+            # The hard-label loss's weighting, the teacher's own (a student of this student reads it).
+            "class_weighting": teacher_class_weighting(teacher_bundle.card),
             "temperature": config.temperature,
             "hard_weight": config.hard_weight,
             "texts": learned_from,
@@ -323,7 +336,22 @@ def distill_and_register(
             f"Student ({len(kept)} of {teacher_layers} layers)",
             card_extra=card_extra,
         )
-    client.set_model_version_tag(settings.model_name, version, "distilled_from", teacher_bundle.version)
+    for key, value in {
+        "distilled_from": teacher_bundle.version,
+        # A later 'emotion-ops promote' of this version runs the same gate (training/promote.py).
+        DISTILL_GATE_DATA_TAG: json.dumps(
+            [str(Path(d).resolve()) if Path(d).exists() else d for d in gate_data]
+        ),
+        DISTILL_TOLERANCE_TAG: str(settings.distill_tolerance),
+    }.items():
+        client.set_model_version_tag(settings.model_name, version, key, value)
+    champion_now = version_by_alias(client, settings.model_name, CHAMPION)
+    if champion_now is None or str(champion_now.version) != teacher_bundle.version:
+        raise RegistryError(
+            f"the champion moved from version {teacher_bundle.version} to "
+            f"{champion_now.version if champion_now else 'none'} while distilling; the student, version "
+            f"{version}, waits as challenger: distil the new champion, or judge it with 'emotion-ops promote'"
+        )
     gate = promote(
         settings,
         gate_sets=gate_sets,
@@ -344,9 +372,10 @@ def distill_and_register(
     )
 
 
-def _training_texts(dataset: EmotionDataset, model_labels: list[str], config, store, settings):
+def _training_texts(dataset: EmotionDataset, gate_sets, model_labels: list[str], config, store, settings):
     """The train split's texts with their labels in the model's order, then logged texts (no
-    label) that no split holds. Returns texts, targets, a labelled mask and the traffic texts."""
+    label) that neither a split nor a gate set holds (compared without surrounding white space,
+    as the data loader strips). Returns texts, targets, a labelled mask and the traffic texts."""
     texts = dataset.texts("train")
     if dataset.multilabel:
         order = [dataset.labels.index(label) for label in model_labels]
@@ -360,10 +389,10 @@ def _training_texts(dataset: EmotionDataset, model_labels: list[str], config, st
             raise ValueError(
                 "distilling on logged traffic needs the prediction log (EMOTION_PREDICTION_LOG_URL)"
             )
-        known = set().union(*(set(frame["text"]) for frame in dataset.splits.values()))
-        traffic = [
-            text for text in store.recent_texts(settings.model_name, config.traffic_rows) if text not in known
-        ]
+        frames = [*dataset.splits.values(), *(gate.splits["test"] for gate in gate_sets.values())]
+        known = set().union(*(set(frame["text"].str.strip()) for frame in frames))
+        logged = store.recent_texts(settings.model_name, config.traffic_rows)
+        traffic = [text for text in logged if text.strip() not in known]
         log.info("the teacher also answers for %d logged texts", len(traffic))
     if traffic:
         filler = torch.zeros((len(traffic), *targets.shape[1:]), dtype=targets.dtype)
@@ -375,7 +404,7 @@ def _training_texts(dataset: EmotionDataset, model_labels: list[str], config, st
 
 def _hard_loss(dataset: EmotionDataset, targets: torch.Tensor, num_labels: int, teacher_bundle, device):
     """The teacher's own hard-label loss (its class weighting, from its card)."""
-    scheme = (teacher_bundle.card.get("training_config") or {}).get("class_weighting", "sqrt_inverse")
+    scheme = teacher_class_weighting(teacher_bundle.card)
     if dataset.multilabel:
         weights = positive_weights(targets.numpy(), scheme)
         return torch.nn.BCEWithLogitsLoss(pos_weight=None if weights is None else weights.to(device))
@@ -383,36 +412,8 @@ def _hard_loss(dataset: EmotionDataset, targets: torch.Tensor, num_labels: int, 
     return torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
 
 
-def _gate_sets(
-    dataset: EmotionDataset, gate_data: tuple[str, ...], label_set: str | None, multilabel: bool
-) -> dict[str, EmotionDataset]:
-    """The test split, each source within it when it joins several, and each extra data set's
-    test split, every one judged on its own."""
-
-    def test_only(frame, source: str) -> EmotionDataset:
-        return EmotionDataset(
-            splits={"test": frame.reset_index(drop=True)},
-            labels=dataset.labels,
-            source=source,
-            multilabel=multilabel,
-        )
-
-    test = dataset.splits["test"]
-    sets = {"test split": test_only(test, dataset.source)}
-    if "source" in test and test["source"].nunique() > 1:
-        for source, rows in test.groupby("source"):
-            sets[f"test split: {source}"] = test_only(rows, source)
-    for path in gate_data:
-        extra = load_emotion_dataset(path, splits=("test",), label_set=label_set, multilabel=multilabel)
-        if set(extra.labels) - set(dataset.labels):
-            raise DataError(
-                f"gate data {path} has labels {list(extra.labels)} the champion does not predict "
-                f"({list(dataset.labels)}); pick data (or EMOTION_LABEL_SET) with the model's labels"
-            )
-        sets[f"{extra.source} test"] = EmotionDataset(
-            splits={"test": extra.splits["test"]},
-            labels=extra.labels,
-            source=extra.source,
-            multilabel=multilabel,
-        )
-    return sets
+def teacher_class_weighting(card: dict) -> str:
+    """The class weighting the teacher's hard-label loss used: its training config's, or (a
+    distilled teacher) what its own teacher used."""
+    trained = (card.get("training_config") or {}).get("class_weighting")
+    return trained or (card.get("distillation") or {}).get("class_weighting") or "sqrt_inverse"

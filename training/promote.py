@@ -26,6 +26,10 @@ from training.data import DataError, EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation, score_on
 
 PREVIOUS_CHAMPION_TAG = "promotion.previous_champion"
+# A distilled student's gate: the extra data folders (JSON list) and its tolerance, so a later
+# 'emotion-ops promote' judges it as 'emotion-ops distill' did.
+DISTILL_GATE_DATA_TAG = "distill.gate_data"
+DISTILL_TOLERANCE_TAG = "distill.tolerance"
 # The n-grams the label screen raised before this version was trained (JSON: n-gram -> label).
 TRIGGER_PROBES_TAG = "screen.raised_ngrams"
 
@@ -48,7 +52,7 @@ def quality_gate(
             True, f"first champion: macro-F1 {challenger_macro_f1:.4f} clears the floor {floor:.4f}"
         )
     margin = challenger_macro_f1 - champion_macro_f1
-    if margin < -tolerance:
+    if margin < -tolerance - 1e-9:  # as in accuracy_gate: exactly the tolerance passes
         return GateDecision(
             False,
             f"macro-F1 {challenger_macro_f1:.4f} is {-margin:.4f} below the champion's "
@@ -106,11 +110,14 @@ def promote(
     ``move_champion=False`` the decision is recorded but ``champion`` stays (the challenger
     waits for a reviewer). ``trigger_probes`` (n-gram -> the label it carried, from the label
     screen) adds a behaviour test: appended to the first set's texts, no n-gram may change more
-    than ``gate_trigger_tolerance`` of the challenger's predictions. ``accuracy_tolerance``
+    than ``gate_trigger_tolerance`` of the challenger's predictions. A distilled student (tagged
+    by ``emotion-ops distill``) is judged on the sets and tolerance that distillation used, unless
+    ``gate_sets`` or ``tolerance`` says otherwise. ``accuracy_tolerance``
     also judges a single-label challenger's accuracy on every set against the champion's (a
     distilled student must keep both). The decision, scores, time and reason are written as
     tags on the challenger's version.
     """
+    asked_tolerance = tolerance
     tolerance = settings.promotion_tolerance if tolerance is None else tolerance
     client = connect(settings)
     name = settings.model_name
@@ -126,15 +133,23 @@ def promote(
     multilabel = challenger_bundle.task == "multilabel"
     if floor is None:
         floor = settings.promotion_floor_multilabel if multilabel else settings.promotion_floor
+    tags = challenger.tags or {}
     if gate_sets is None:
         # The data goes through the label set the challenger was trained with, unless told otherwise.
+        label_set = settings.label_set or challenger_bundle.label_set
         dataset = dataset or load_emotion_dataset(
             data_source or settings.resolve_data_source(),
             splits=("test",),
-            label_set=settings.label_set or challenger_bundle.label_set,
+            label_set=label_set,
             multilabel=multilabel,
         )
         gate_sets = {"test split": dataset}
+        if DISTILL_TOLERANCE_TAG in tags:
+            # A distilled student waiting as challenger: the gate 'emotion-ops distill' ran.
+            gate_data = tuple(json.loads(tags.get(DISTILL_GATE_DATA_TAG) or "[]"))
+            gate_sets = distillation_gate_sets(dataset, gate_data, label_set, multilabel)
+            tolerance = float(tags[DISTILL_TOLERANCE_TAG]) if asked_tolerance is None else tolerance
+            accuracy_tolerance = tolerance if accuracy_tolerance is None else accuracy_tolerance
     for gate_set in gate_sets.values():
         if set(gate_set.labels) - set(challenger_bundle.labels):
             raise DataError(
@@ -162,7 +177,7 @@ def promote(
     if trigger_probes is None:
         # A retrain refused or left waiting records what the screen raised on the challenger,
         # so a later 'emotion-ops promote' runs the same behaviour test.
-        trigger_probes = json.loads((challenger.tags or {}).get(TRIGGER_PROBES_TAG) or "{}")
+        trigger_probes = json.loads(tags.get(TRIGGER_PROBES_TAG) or "{}")
     if trigger_probes:
         decisions["behaviour"] = trigger_test(
             challenger_bundle,
@@ -311,3 +326,38 @@ def list_versions(settings: TrainingSettings) -> list[dict[str, str]]:
 def _set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+
+
+def distillation_gate_sets(
+    dataset: EmotionDataset, gate_data: tuple[str, ...], label_set: str | None, multilabel: bool
+) -> dict[str, EmotionDataset]:
+    """A distilled student's gate sets: the test split, each source within it when it joins
+    several, and each ``gate_data`` folder's test split, every one judged on its own."""
+
+    def test_only(frame, source: str) -> EmotionDataset:
+        return EmotionDataset(
+            splits={"test": frame.reset_index(drop=True)},
+            labels=dataset.labels,
+            source=source,
+            multilabel=multilabel,
+        )
+
+    test = dataset.splits["test"]
+    sets = {"test split": test_only(test, dataset.source)}
+    if "source" in test and test["source"].nunique() > 1:
+        for source, rows in test.groupby("source"):
+            sets[f"test split: {source}"] = test_only(rows, source)
+    for path in gate_data:
+        extra = load_emotion_dataset(path, splits=("test",), label_set=label_set, multilabel=multilabel)
+        if set(extra.labels) - set(dataset.labels):
+            raise DataError(
+                f"gate data {path} has labels {list(extra.labels)} the champion does not predict "
+                f"({list(dataset.labels)}); pick data (or EMOTION_LABEL_SET) with the model's labels"
+            )
+        sets[f"{extra.source} test"] = EmotionDataset(
+            splits={"test": extra.splits["test"]},
+            labels=extra.labels,
+            source=extra.source,
+            multilabel=multilabel,
+        )
+    return sets

@@ -4,6 +4,7 @@ every case runs against real servers and the tables are written."""
 from __future__ import annotations
 
 import json
+import os
 
 from core.registry import connect
 from core.settings import TrainingSettings
@@ -87,7 +88,8 @@ def test_the_threads_bench_serves_each_layout_side_by_side(registry_copy):
     for row in results["load"]:
         assert row["errors"] == 0 and row["requests"] == 4 and row["rss_mb"] > 0
         assert row["vs_default"] == (1.0 if row["layout"] == "w1-t1" else row["vs_default"]) > 0
-    assert "| w1-t2-nospin | 1 | 2 | off | 0.5 |" in (run / "results.md").read_text()
+    per_core = round(1 / (os.cpu_count() or 1), 2)
+    assert f"| w1-t2-nospin | 1 | 2 | off | {per_core} |" in (run / "results.md").read_text()
 
 
 def test_bench_rejects_bad_options(isolated_env):
@@ -98,6 +100,8 @@ def test_bench_rejects_bad_options(isolated_env):
         (("bench", "--seed-size", "6"), "LAYERSxWIDTH"),
         (("bench", "threads", "--layouts", "2x1:fast"), "WORKERSxTHREADS"),
         (("bench", "threads", "--layouts", "0x1"), "at least one worker"),
+        (("bench", "threads", "--layouts", "2x1,2x1"), "names 2x1 twice"),
+        (("bench", "--seed-size", "6x200"), "does not split into 3 heads"),
     ]:
         result = cli(*args)
         assert result.exit_code == 2 and message in result.output, result.output
