@@ -221,7 +221,11 @@ def promote(
     label_set: LabelSetOption = None,
     task: TaskOption = None,
     tolerance: Annotated[
-        float | None, typer.Option(help="Allowed macro-F1 drop vs the champion (0.005 = 0.5 pt).")
+        float | None,
+        typer.Option(
+            help="Allowed macro-F1 drop vs the champion (0.005 = 0.5 pt); for a distilled student, "
+            "accuracy too (default: the tolerance it was distilled with)."
+        ),
     ] = None,
     floor: Annotated[float | None, typer.Option(help="Minimum absolute macro-F1.")] = None,
 ) -> None:
@@ -975,7 +979,8 @@ def bench(
         raise ValueError(f"--seed-size takes LAYERSxWIDTH such as 6x768, not '{seed_size}'")
     if shape[1] % max(1, shape[1] // 64):  # heads of about 64 must divide the width
         raise ValueError(
-            f"--seed-size width {shape[1]} does not split into {shape[1] // 64} heads; pick a multiple of 64"
+            f"--seed-size width {shape[1]} does not split into {shape[1] // 64} equal heads; "
+            "pick a multiple of 64"
         )
     from emotion_ops.loop_bench import default_goemotions
 

@@ -339,9 +339,7 @@ def distill_and_register(
     for key, value in {
         "distilled_from": teacher_bundle.version,
         # A later 'emotion-ops promote' of this version runs the same gate (training/promote.py).
-        DISTILL_GATE_DATA_TAG: json.dumps(
-            [str(Path(d).resolve()) if Path(d).exists() else d for d in gate_data]
-        ),
+        DISTILL_GATE_DATA_TAG: json.dumps([_absolute_sources(source) for source in gate_data]),
         DISTILL_TOLERANCE_TAG: str(settings.distill_tolerance),
     }.items():
         client.set_model_version_tag(settings.model_name, version, key, value)
@@ -417,3 +415,12 @@ def teacher_class_weighting(card: dict) -> str:
     distilled teacher) what its own teacher used."""
     trained = (card.get("training_config") or {}).get("class_weighting")
     return trained or (card.get("distillation") or {}).get("class_weighting") or "sqrt_inverse"
+
+
+def _absolute_sources(sources: str) -> str:
+    """Each local folder of a (comma-joined) data source made absolute, so a later 'promote'
+    from another folder finds it; hub ids stay as they are."""
+    parts = [part.strip() for part in sources.split(",")]
+    return ",".join(
+        str(Path(part).expanduser().resolve()) if Path(part).expanduser().exists() else part for part in parts
+    )

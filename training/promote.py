@@ -146,7 +146,7 @@ def promote(
         gate_sets = {"test split": dataset}
         if DISTILL_TOLERANCE_TAG in tags:
             # A distilled student waiting as challenger: the gate 'emotion-ops distill' ran.
-            gate_data = tuple(json.loads(tags.get(DISTILL_GATE_DATA_TAG) or "[]"))
+            gate_data = _tagged_gate_data(tags.get(DISTILL_GATE_DATA_TAG))
             gate_sets = distillation_gate_sets(dataset, gate_data, label_set, multilabel)
             tolerance = float(tags[DISTILL_TOLERANCE_TAG]) if asked_tolerance is None else tolerance
             accuracy_tolerance = tolerance if accuracy_tolerance is None else accuracy_tolerance
@@ -361,3 +361,15 @@ def distillation_gate_sets(
             multilabel=multilabel,
         )
     return sets
+
+
+def _tagged_gate_data(value: str | None) -> tuple[str, ...]:
+    try:
+        parsed = json.loads(value or "[]")
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
+        raise RegistryError(
+            f"the challenger's tag {DISTILL_GATE_DATA_TAG} is not a JSON list of data folders: {value!r}"
+        )
+    return tuple(parsed)

@@ -101,7 +101,7 @@ def test_bench_rejects_bad_options(isolated_env):
         (("bench", "threads", "--layouts", "2x1:fast"), "WORKERSxTHREADS"),
         (("bench", "threads", "--layouts", "0x1"), "at least one worker"),
         (("bench", "threads", "--layouts", "2x1,2x1"), "names 2x1 twice"),
-        (("bench", "--seed-size", "6x200"), "does not split into 3 heads"),
+        (("bench", "--seed-size", "6x200"), "does not split into 3 equal heads"),
     ]:
         result = cli(*args)
         assert result.exit_code == 2 and message in result.output, result.output

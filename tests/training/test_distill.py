@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core.inference.runtime import load_predictor
-from core.registry import CHAMPION, connect, load_bundle, version_by_alias
+from core.registry import CHAMPION, RegistryError, connect, load_bundle, version_by_alias
 from core.settings import TrainingSettings
 from tests.monitoring.test_labels import log_rows
 from tests.utils.cli import cli
@@ -110,16 +110,29 @@ def test_the_accuracy_gate_allows_the_tolerance_and_no_more():
 
 
 def test_distill_registers_a_gated_student_that_names_its_teacher_and_learned_from_traffic(
-    registry_copy, tiny_data, monkeypatch
+    registry_copy, tiny_data, monkeypatch, tmp_path
 ):
     # Words outside the tiny data, so no logged text is also a train, validation or test text.
     traffic = [f"i feel so happy and glad today, logged {i}" for i in range(30)] + ["logged again"] * 5
     # A logged text that is also a test text: the student never trains on it.
     test_texts = pd.read_csv(tiny_data / "test.csv")["text"].tolist()
-    log_rows([*traffic, test_texts[0], test_texts[1]])
+    # Another data set the gate judges: its test texts never train the student either, even
+    # logged with white space around them.
+    gate_data = tmp_path / "gate-data"
+    gate_data.mkdir()
+    for split in ("train", "validation"):
+        (gate_data / f"{split}.csv").write_text((tiny_data / f"{split}.csv").read_text())
+    gate_texts = ["so glad and happy, gate one", "so sad and lonely, gate two"]
+    pd.DataFrame({"text": gate_texts, "label": ["joy", "sadness"]}).to_csv(
+        gate_data / "test.csv", index=False
+    )
+    log_rows([*traffic, test_texts[0], test_texts[1], f"  {gate_texts[0]}\n", gate_texts[1]])
     monkeypatch.setenv("EMOTION_DISTILL_TOLERANCE", "1.0")  # the tiny model's scores are noise
     monkeypatch.setenv("EMOTION_PROMOTION_FLOOR", "0")
-    result = cli("distill", "--layers", "1", "--steps", "40", "--traffic-rows", "100", "--no-progress")
+    result = cli(
+        "distill", "--layers", "1", "--steps", "40", "--traffic-rows", "100",
+        "--gate-data", str(gate_data), "--no-progress",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "version 2 as 'challenger': a student of version 1 keeping layers [0] of 2" in result.output
     assert "promoted to champion" in result.output
@@ -141,7 +154,8 @@ def test_distill_registers_a_gated_student_that_names_its_teacher_and_learned_fr
     assert json.loads((student.model_dir / "config.json").read_text())["n_layers"] == 1
     tags = client.get_model_version(settings.model_name, "2").tags
     assert tags["distilled_from"] == "1" and tags["promotion.accuracy_tolerance"] == "1.0"
-    assert "test split accuracy" in tags["promotion.reason"]
+    assert "test split accuracy" in tags["promotion.reason"] and "gate-data" in tags["promotion.gate_sets"]
+    assert json.loads(tags["distill.gate_data"]) == [str(gate_data)] and tags["distill.tolerance"] == "1.0"
 
     # Served on both runtimes and precisions, each agreeing with PyTorch fp32 on most texts.
     texts = ["i feel so sad and lonely", "i am furious", "i feel happy", "so scared today"]
@@ -172,11 +186,35 @@ def test_a_student_that_loses_accuracy_stays_challenger_and_promote_judges_it_th
     client = connect(settings)
     assert str(version_by_alias(client, settings.model_name, CHAMPION).version) == "1"
     assert str(version_by_alias(client, settings.model_name, "challenger").version) == "2"
-    # A later 'promote' runs the distillation gate again (accuracy too), not the plain one.
+    tags = client.get_model_version(settings.model_name, "2").tags
+    assert tags["distill.tolerance"] == "0.0" and tags["distill.gate_data"] == "[]"
+    # A later 'promote' runs the distillation gate again (accuracy too), not the plain one,
+    # with the tolerance tagged on the student (not today's setting).
+    monkeypatch.setenv("EMOTION_DISTILL_TOLERANCE", "1.0")
     again = cli("promote")
     assert again.exit_code == 1 and "test split accuracy: FAIL" in again.output, again.output
     assert "tolerance 0.0000" in again.output
     assert str(version_by_alias(client, settings.model_name, CHAMPION).version) == "1"
+
+
+def test_a_student_is_not_judged_against_a_champion_that_moved(registry_copy, monkeypatch):
+    """A retrain promoted while the student trained: the student waits, nothing is judged."""
+    from training import distill
+
+    settings = TrainingSettings()
+    client = connect(settings)
+    real_register = distill.evaluate_and_register
+
+    def register_then_move_champion(*args, **kwargs):
+        version, test, by_source = real_register(*args, **kwargs)
+        client.set_registered_model_alias(settings.model_name, CHAMPION, version)  # someone promotes it
+        client.set_registered_model_alias(settings.model_name, "challenger", "1")
+        return version, test, by_source
+
+    monkeypatch.setattr(distill, "evaluate_and_register", register_then_move_champion)
+    with pytest.raises(RegistryError, match="the champion moved from version 1 to 2 while distilling"):
+        distill_and_register(settings, DistillConfig(layers=1, steps=2))
+    assert "promotion.decision" not in client.get_model_version(settings.model_name, "2").tags
 
 
 def test_distill_says_what_is_wrong_before_any_training(registry_copy, tmp_path):
