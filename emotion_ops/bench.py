@@ -563,12 +563,18 @@ def run(
 
     # Models side by side: the champion's teacher or student, and the seeds' model size.
     compared = compared_model(settings, bundle)
-    models = {"champion": _model_entry(bundle, "champion", compute, served, goemotions)}
+    # GoEmotions dev's six-label rows, read once for every model that is scored on them.
+    dev = (
+        load_emotion_dataset(goemotions, splits=("test",), label_set="six").splits["test"]
+        if goemotions
+        else None
+    )
+    models = {"champion": _model_entry(bundle, "champion", compute, served, dev)}
     if compared is not None:
         role, other = compared
         progress(f"and the champion's {role}, version {other.version}")
         other_compute = ceiling(other, pool, texts, test["label"].tolist(), variants=served)
-        models["compared"] = _model_entry(other, role, other_compute, served, goemotions)
+        models["compared"] = _model_entry(other, role, other_compute, served, dev)
         cases.append(Case(f"bentoml-{role}", settings.runtime, served_precision, model="compared"))
     seeds = seed_size_model(bundle, work / "seed-size", seed_shape)
     seed_compute = ceiling(seeds, pool, texts, None, variants=(("torch", "fp32"),))
@@ -628,7 +634,7 @@ def run(
     return output
 
 
-def _model_entry(bundle, role: str, compute: dict, served, goemotions: str | None) -> dict:
+def _model_entry(bundle, role: str, compute: dict, served, goemotions_dev) -> dict:
     """One model's row of the side-by-side table (the served runtime and precision)."""
     runtime, precision = served[0]
     variant = f"{runtime}-{precision}"
@@ -643,11 +649,10 @@ def _model_entry(bundle, role: str, compute: dict, served, goemotions: str | Non
         "test_accuracy_by_variant": {name: c["test_accuracy"] for name, c in compute.items()},
         "goemotions_accuracy": None,
     }
-    if goemotions:
+    if goemotions_dev is not None:
         from core.inference.runtime import load_predictor
 
-        dev = load_emotion_dataset(goemotions, splits=("test",), label_set="six").splits["test"]
-        dev = dev[dev["label"].isin(bundle.labels)]
+        dev = goemotions_dev[goemotions_dev["label"].isin(bundle.labels)]
         predictor = load_predictor(bundle.model_dir, **_predictor_options(bundle, runtime, precision))
         entry["goemotions_accuracy"] = round(
             accuracy_of(predictor, dev["text"].tolist(), dev["label"].tolist()), 4
