@@ -24,3 +24,21 @@ def cli(*args: str, env: dict[str, str] | None = None):
 def registry_client() -> MlflowClient:
     settings = CoreSettings()
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+
+
+def help_texts(width: int = 120) -> str:
+    """Every command's ``--help``, group by group, at a fixed width and without colour."""
+    import typer
+
+    def paths(command, prefix: tuple[str, ...] = ()):
+        yield prefix
+        for name in sorted(getattr(command, "commands", {})):
+            yield from paths(command.commands[name], (*prefix, name))
+
+    env = {"COLUMNS": str(width), "TERM": "dumb", "NO_COLOR": "1"}
+    pages = []
+    for path in paths(typer.main.get_command(app)):
+        result = CliRunner().invoke(app, [*path, "--help"], env=env, color=False)
+        assert result.exit_code == 0, result.output
+        pages.append(f"$ emotion-ops {' '.join(path)} --help\n{result.output}")
+    return "\n".join(pages)
