@@ -442,5 +442,11 @@ class MonitorSettings(TrainingSettings):
         return _blank_is_unset(value)
 
 
+def monitor_default(name: str) -> Any:
+    """A monitoring setting's default: the policies built from the settings take theirs from
+    here, so each default is written once."""
+    return MonitorSettings.model_fields[name].default
+
+
 def _blank_is_unset(value):
     return None if isinstance(value, str) and not value.strip() else value

@@ -69,8 +69,9 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
+from core.labels import decided_label_sets, decided_labels
+from core.settings import monitor_default
 from core.store import CHUNK_ROWS, TrafficWindow
-from core.store.rows import decided_labels
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +90,18 @@ VERDICT_NOT_ENOUGH_DATA = "not_enough_data"
 class DriftPolicy:
     """How drift is decided: thresholds per column kind and the dataset-level share."""
 
-    drift_share: float = 0.25  # dataset drift when at least this share of columns drift (2 of 7)
-    distance_threshold: float = 0.1  # Jensen-Shannon distance for descriptors, emotion, confidence
+    # What the settings set defaults to the settings' own default (MonitorSettings).
+    drift_share: float = monitor_default("drift_share")  # dataset drift at this share of columns
+    distance_threshold: float = monitor_default("drift_distance_threshold")  # Jensen-Shannon distance
     text_method: str = "abs_text_content_drift"  # domain classifier ROC AUC vs a fixed threshold
-    text_threshold: float = 0.55
-    min_rows: int = 100
-    sample_rows: int = 20_000
-    sample_bytes: int = 100_000_000  # texts are cut so that a full sample stays under this
+    text_threshold: float = monitor_default("drift_text_threshold")
+    min_rows: int = monitor_default("drift_min_rows")
+    sample_rows: int = monitor_default("drift_sample_rows")
+    sample_bytes: int = monitor_default("drift_sample_bytes")  # texts are cut to keep a sample under it
     null_quantile: float = 0.99  # window-size-aware thresholds: chance drift in 1 run of 100
     null_rounds: int = 100
-    false_alarm_rate: float = 0.01  # chance an unshifted window is called drift, all tests together
+    # The chance an unshifted window is called drift, all tests together.
+    false_alarm_rate: float = monitor_default("drift_false_alarm_rate")
     novel_rows_shown: int = 20  # the most novel rows the report lists
 
 
@@ -253,8 +256,9 @@ def reference_label_frequency(reference: pd.DataFrame, thresholds: dict[str, flo
 def reference_decided(reference: pd.DataFrame, thresholds: dict[str, float]) -> list[str]:
     """The reference rows' decided labels, from their ``p_<label>`` columns."""
     columns = [column for column in reference.columns if column.startswith("p_")]
-    probabilities = reference[columns].rename(columns=lambda column: column[2:]).to_dict("records")
-    return [decided_labels(row, thresholds) for row in probabilities]
+    return decided_label_sets(
+        reference[columns].to_numpy(dtype=np.float64), [column[2:] for column in columns], thresholds
+    )
 
 
 def frequency(counts: Counter, rows: int) -> dict[str, float]:

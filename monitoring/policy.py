@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from core.settings import MonitorSettings
+from core.settings import MonitorSettings, monitor_default
 from monitoring.drift import DriftPolicy
 
 
@@ -33,10 +33,11 @@ def retrain_policy(settings: MonitorSettings) -> RetrainPolicy:
 
 @dataclass(frozen=True)
 class RetrainPolicy:
-    accuracy_floor: float = 0.85
-    min_new_labels: int = 200
-    cooldown: timedelta = timedelta(hours=24)
-    min_accuracy_labels: int = 50  # one labelled row must not set live accuracy
+    # The defaults are the settings' (MonitorSettings).
+    accuracy_floor: float = monitor_default("live_accuracy_floor")
+    min_new_labels: int = monitor_default("retrain_min_new_labels")
+    cooldown: timedelta = timedelta(hours=monitor_default("retrain_cooldown_hours"))
+    min_accuracy_labels: int = monitor_default("live_accuracy_min_labels")  # not one row's say
 
 
 @dataclass(frozen=True)

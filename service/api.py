@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from core.labels import LABEL_CHARS
 from core.store.rows import storable
 
 # The schema declares this pattern and the check below applies it. It spells out every character
@@ -17,23 +18,6 @@ WHITESPACE = "\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\
 NOT_BLANK = f"[^{WHITESPACE}]"
 _NOT_BLANK = re.compile(NOT_BLANK)
 REQUEST_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# The feedback column holds a multi-label answer as its labels joined by commas.
-FEEDBACK_LABEL_CHARS = 100
-
-
-def max_feedback_labels(labels: list[str] | tuple[str, ...], multilabel: bool) -> int:
-    """How many labels one feedback may give: one for a single-label model; for a multi-label
-    model as many as always fit the feedback column joined (the longest labels first), so the
-    document's ``maxItems`` and the service's check are one number."""
-    if not multilabel:
-        return 1
-    used, count = -1, 0
-    for label in sorted(labels, key=len, reverse=True):
-        used += len(label) + 1
-        if used > FEEDBACK_LABEL_CHARS:
-            break
-        count += 1
-    return max(count, 1)
 
 
 def text_type(max_chars: int):
@@ -94,12 +78,15 @@ class Feedback(BaseModel):
     request_id: str = Field(pattern=REQUEST_ID, description="The request_id of a prediction.")
     # Defaults are not validated: a key left out is None, an explicit null is refused.
     label: str = Field(
-        default=None, min_length=1, max_length=100, description="The true emotion (give this or labels)."
-    )
-    labels: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         default=None,
         min_length=1,
-        max_length=100,  # the served model's own limit is checked by the service
+        max_length=LABEL_CHARS,
+        description="The true emotion (give this or labels).",
+    )
+    labels: list[Annotated[str, Field(min_length=1, max_length=LABEL_CHARS)]] = Field(
+        default=None,
+        min_length=1,
+        max_length=100,  # the served model's own limit (core.labels.FeedbackRule) is checked by the service
         description="The true emotions (give this or label); more than one for a multi-label model only.",
     )
 

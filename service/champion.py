@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from core.inference.predictor import EmotionPredictor, Prediction
 from core.inference.runtime import load_predictor
+from core.labels import FeedbackRule
 from core.registry import RegistryError, connect, download_version, version_by_alias
 from core.settings import ServiceSettings
 
@@ -39,6 +41,11 @@ class ServedModel:
         """One forward over ``texts``; each result carries the model that made it, so a swap
         while a batch runs never mislabels one."""
         return [(self, prediction) for prediction in self.predictor.predict(texts)]
+
+    @cached_property
+    def feedback_rule(self) -> FeedbackRule:
+        """What one feedback on this model may give."""
+        return FeedbackRule(self.labels, self.multilabel)
 
     def describe(self) -> dict:
         return {

@@ -30,12 +30,13 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import Field
 
 from core.inference.batching import MicroBatcher, Overloaded
+from core.labels import decided_labels, joined_labels
 from core.settings import ServiceSettings
 from core.store import ReportIndex, Store
 from core.store.reports import DECISION_FIELDS, listing
-from core.store.rows import decided_labels, joined_labels, prediction_row
+from core.store.rows import prediction_row
 from core.store.writer import PredictionLogWriter, spool_dir_for
-from service.api import EmotionPrediction, Feedback, FeedbackReceipt, max_feedback_labels, text_type
+from service.api import EmotionPrediction, Feedback, FeedbackReceipt, text_type
 from service.champion import ChampionHolder
 from service.guard import RequestGuard, bound_endpoint_labels, key_name, say_error
 from service.metrics import (
@@ -224,15 +225,16 @@ class EmotionService:
         for one). A prediction still on its way to the log (queued in another worker or pod)
         gets the label when it arrives: the answer is then 202, ``pending``."""
         served = self.holder.current
-        labels, given = list(served.labels), body.given()
-        unknown = [label for label in given if label not in labels]
+        rule, given = served.feedback_rule, body.given()
+        unknown = rule.unknown(given)
         if unknown:
-            raise HTTPException(400, f"unknown label(s) {unknown}; expected one of {labels}")
-        limit = max_feedback_labels(labels, served.multilabel)
-        if body.labels is not None and len(body.labels) > limit:
+            raise HTTPException(400, f"unknown label(s) {unknown}; expected one of {list(served.labels)}")
+        # Counted as sent: the document's maxItems bounds the list, repeats included.
+        if body.labels is not None and rule.too_many(body.labels):
             kind = "multi-label" if served.multilabel else "single-label"
+            given_count = len(body.labels)
             raise HTTPException(
-                400, f"the served model is {kind}: give at most {limit} label(s), not {len(body.labels)}"
+                400, f"the served model is {kind}: give at most {rule.max_labels} label(s), not {given_count}"
             )
         stored = joined_labels(given)
         try:
@@ -338,7 +340,7 @@ class EmotionService:
                 generated,
                 list(labels),
                 api_key=bool(self.settings.named_api_keys()),
-                max_labels=max_feedback_labels(labels, self.holder.current.multilabel),
+                max_labels=self.holder.current.feedback_rule.max_labels,
             )
             self._document = (labels, document)
         return JSONResponse(self._document[1])

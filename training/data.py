@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.store.rows import joined_labels
+from core.labels import joined_labels
 from training.label_sets import LabelSet, label_set_named, split_labels
 
 SPLITS = ("train", "validation", "test")

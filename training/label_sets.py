@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 # One spelling of a multi-label answer everywhere: training data, feedback and the drift job.
-from core.store.rows import joined_labels
+from core.labels import joined_labels
 
 LABEL_SETS_FILE = Path(__file__).with_name("label_sets.json")
 

@@ -21,13 +21,12 @@ import torch
 from scipy.special import expit, softmax
 
 from core.inference.novelty import NoveltyIndex
+from core.labels import decide, thresholds_for
 
 # The fixed cost of one forward pass, in padded tokens it is worth: more batches beat padding
 # down to about this (measured on random 16-text batches, docs/performance.md).
 FORWARD_COST_TOKENS = 16
 MULTI_LABEL = "multi_label_classification"
-# A multi-label model that brings no thresholds of its own: the sigmoid's even odds.
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,16 +41,6 @@ class Prediction:
     # With a novelty index: the text's novelty score, and whether it is over the threshold.
     novelty: float | None = None
     novel: bool | None = None
-
-
-def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Multi-label decisions (rows by labels, bool): every label at or over its threshold, and the
-    most probable one where none is, so every text gets at least one label (GoEmotions gives
-    each comment at least one, neutral included)."""
-    chosen = probabilities >= thresholds
-    none = ~chosen.any(axis=1)
-    chosen[np.flatnonzero(none), probabilities[none].argmax(axis=1)] = True
-    return chosen
 
 
 class EmotionPredictor:
@@ -73,18 +62,13 @@ class EmotionPredictor:
         id2label = model.config.id2label
         self.labels: tuple[str, ...] = tuple(id2label[index] for index in range(len(id2label)))
         self.multilabel = getattr(model.config, "problem_type", None) == MULTI_LABEL
-        self.thresholds = self._thresholds(getattr(model.config, "label_thresholds", None) or {})
+        self.thresholds = thresholds_for(self.labels, getattr(model.config, "label_thresholds", None) or {})
         self.novelty: NoveltyIndex | None = None  # set by whoever loads the model's index
-
-    def _thresholds(self, by_label: dict[str, float]) -> np.ndarray:
-        return np.array(
-            [float(by_label.get(label, DEFAULT_THRESHOLD)) for label in self.labels], dtype=np.float32
-        )
 
     def set_thresholds(self, by_label: dict[str, float]) -> None:
         """New decision thresholds (multi-label), kept in the model's config so they are saved with it."""
         self.model.config.label_thresholds = {label: float(by_label[label]) for label in self.labels}
-        self.thresholds = self._thresholds(by_label)
+        self.thresholds = thresholds_for(self.labels, by_label)
 
     @property
     def task(self) -> str:

@@ -103,6 +103,15 @@ class ReportIndex:
         except ReportNotFound:
             return None
 
+    def named(self, report_id: str) -> dict:
+        """A report by id, or the newest for ``latest``; ``ReportNotFound`` when there is none."""
+        if report_id != "latest":
+            return self.get(report_id)
+        report = self.latest()
+        if report is None:
+            raise ReportNotFound("no drift reports yet; run 'emotion-ops drift'")
+        return report
+
     def latest(self) -> dict | None:
         rows = self.list(limit=1)
         return rows[0] if rows else None
@@ -142,6 +151,17 @@ class ReportIndex:
             ).rowcount
         if not updated:
             raise ReportNotFound(f"no drift report '{report_id}'")
+
+
+def reviewed(report: dict) -> dict:
+    """A report as a reviewer reads it: its summary, with its review and trigger fields (times
+    in ISO form) under ``review``."""
+    review = {
+        key: (value.isoformat() if isinstance(value, datetime) else value)
+        for key, value in report.items()
+        if key in REVIEW_FIELDS
+    }
+    return {**report["summary"], "review": review}
 
 
 def listing(report: dict) -> dict:

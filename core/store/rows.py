@@ -1,5 +1,5 @@
 """One logged prediction's row: the only place its layout is written, and the text hygiene
-every row gets before it is stored."""
+every row gets before it is stored (the label rules are ``core.labels``)."""
 
 from __future__ import annotations
 
@@ -67,15 +67,3 @@ def prediction_row(
         "novelty": novelty,
         "novel": novel,
     }
-
-
-def joined_labels(labels) -> str:
-    """A multi-label answer as one stored value: unique labels, sorted, joined by commas."""
-    return ",".join(sorted(set(labels)))
-
-
-def decided_labels(probabilities: dict[str, float], thresholds: dict[str, float]) -> str:
-    """A multi-label row's decided labels, joined by commas in name order (as feedback is
-    stored): each at or over its threshold, else the most probable one (the service's rule)."""
-    chosen = [label for label, p in probabilities.items() if p >= thresholds.get(label, 0.5)]
-    return joined_labels(chosen or [max(probabilities, key=probabilities.get)])

@@ -12,6 +12,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.labels import LABEL_CHARS
+
 metadata = sa.MetaData()
 
 predictions = sa.Table(
@@ -22,7 +24,7 @@ predictions = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(50), nullable=False, index=True),
     sa.Column("text", sa.Text, nullable=False),
-    sa.Column("emotion", sa.String(100), nullable=False),
+    sa.Column("emotion", sa.String(LABEL_CHARS), nullable=False),
     sa.Column("confidence", sa.Float, nullable=False),
     sa.Column("probabilities", sa.JSON, nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
@@ -33,7 +35,7 @@ predictions = sa.Table(
     # (null: the model has no novelty index, or the row is older than novelty scoring).
     sa.Column("novelty", sa.Float, nullable=True),
     sa.Column("novel", sa.Boolean, nullable=True),
-    sa.Column("feedback_label", sa.String(100), nullable=True),
+    sa.Column("feedback_label", sa.String(LABEL_CHARS), nullable=True),
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
     # Provenance: who gave the label ("key:<name>" for an API key, "import:<operator>:<file>").
     sa.Column("feedback_source", sa.String(200), nullable=True),
@@ -48,7 +50,7 @@ feedback_pending = sa.Table(
     "feedback_pending",
     metadata,
     sa.Column("request_id", sa.String(36), primary_key=True),
-    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("label", sa.String(LABEL_CHARS), nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("source", sa.String(200), nullable=True),
 )

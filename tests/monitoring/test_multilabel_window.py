@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.store.rows import decided_labels
+from core.labels import decided_labels
 from monitoring.drift import classification_scores, multilabel_scores, sample_window
 
 THRESHOLDS = {"joy": 0.3, "love": 0.5, "anger": 0.5}

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.labels import decided_labels
 from core.settings import TrainingSettings
-from core.store.rows import decided_labels
 from tests.utils.cli import cli
 from tests.utils.factories import TINY_TRAINING, write_tiny_multilabel_dataset
 from tests.utils.server import HEADERS, running_service, service_env

@@ -189,7 +189,7 @@ def test_register_refuses_a_single_label_model_as_multilabel(isolated_env, regis
 
 
 def test_the_most_probable_label_joins_only_when_no_label_is_over_its_threshold():
-    from core.inference.predictor import decide
+    from core.labels import decide
 
     thresholds = np.array([0.9, 0.3, 0.5])
     probabilities = np.array([[0.8, 0.4, 0.1], [0.6, 0.2, 0.1]])
