@@ -23,11 +23,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from core.inference.predictor import EmotionPredictor, pad_batch
@@ -45,9 +46,10 @@ from training.promote import (
     promote,
 )
 from training.train import (
+    OptimizerConfig,
     TrainingConfig,
-    _length_grouped_batches,
     class_weights,
+    length_grouped_batches,
     optimizer_and_schedule,
     positive_weights,
     resolve_device,
@@ -58,8 +60,9 @@ from training.train import (
 log = logging.getLogger(__name__)
 
 
-class DistillConfig(BaseModel):
-    """Hyper-parameters of one distillation run (logged to MLflow and kept in the card)."""
+class DistillConfig(OptimizerConfig):
+    """Hyper-parameters of one distillation run (logged to MLflow and kept in the card). The
+    defaults of what the settings set are the settings' (``from_settings``)."""
 
     layers: int = Field(default=3, ge=1, description="Encoder layers the student keeps.")
     temperature: float = Field(default=2.0, gt=0)
@@ -67,15 +70,21 @@ class DistillConfig(BaseModel):
         default=0.5, ge=0, le=1, description="Share of the loss from the curated hard labels."
     )
     steps: int = Field(default=1000, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    eval_batch_size: int = Field(default=128, ge=1)
     learning_rate: float = Field(default=1e-4, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     evaluations: int = Field(default=4, ge=1, description="Validation passes; the best one is kept.")
     traffic_rows: int = Field(default=0, ge=0, description="Logged texts the teacher also answers for.")
-    seed: int = 42
-    threads: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def from_settings(cls, settings: TrainingSettings, **overrides: Any) -> DistillConfig:
+        """``EMOTION_DISTILL_*`` with the given values (None: the setting's) put in and checked."""
+        configured = {
+            "layers": settings.distill_layers,
+            "steps": settings.distill_steps,
+            "temperature": settings.distill_temperature,
+            "traffic_rows": settings.distill_traffic_rows,
+        }
+        given = {name: value for name, value in overrides.items() if value is not None}
+        return cls.model_validate({**configured, **given})
 
 
 @dataclass(frozen=True)
@@ -214,9 +223,7 @@ def distill_and_register(
 
     hard_loss = _hard_loss(dataset, targets[labelled], len(model_labels), teacher_bundle, device)
     student = student.to(device)
-    optimizer, scheduler = optimizer_and_schedule(
-        student, config.learning_rate, config.weight_decay, config.warmup_ratio, config.steps
-    )
+    optimizer, scheduler = optimizer_and_schedule(student, config, config.steps)
     predictor = EmotionPredictor(student, tokenizer, max_length=max_length, batch_size=config.eval_batch_size)
     eval_every = max(1, config.steps // config.evaluations)
     rng = np.random.default_rng(config.seed)
@@ -224,7 +231,7 @@ def distill_and_register(
     soft_targets = torch.from_numpy(soft_targets)
     bar = tqdm(total=config.steps, desc="distilling", unit="step", disable=not progress)
     while step < config.steps:
-        for batch in _length_grouped_batches(encoded, config.batch_size, rng):
+        for batch in length_grouped_batches(encoded, config.batch_size, rng):
             student.train()
             rows = torch.as_tensor(np.asarray(batch))
             input_ids, attention_mask = pad_batch([encoded[i] for i in batch], tokenizer.pad_token_id)

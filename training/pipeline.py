@@ -36,7 +36,8 @@ from training.base_model import BaseModel, resolve_base_model
 from training.baseline import BASELINE_PARAMS, train_baseline
 from training.data import EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation, evaluate, evaluate_multilabel, plot_confusion_matrix, score_on
-from training.train import TrainingConfig, fine_tune, resolve_device
+from training.promote import PromotionResult, promote
+from training.train import PROFILES, TrainingConfig, fine_tune, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,15 @@ def train_and_register(
         test_by_source=by_source,
         device=str(device),
     )
+
+
+def train_first_champion(
+    settings: TrainingSettings, profile: str, data_source: str | None = None
+) -> tuple[TrainingOutcome, PromotionResult]:
+    """A registry with no champion gets one: the ``profile`` run registered, then judged by the
+    gate (the floor alone, there being no champion to compare with)."""
+    outcome = train_and_register(settings, PROFILES[profile], data_source)
+    return outcome, promote(settings, data_source)
 
 
 def _run_baseline(dataset: EmotionDataset, experiment_id: str, seed: int) -> Evaluation:

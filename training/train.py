@@ -17,7 +17,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,29 +31,45 @@ from training.evaluate import evaluate, evaluate_multilabel, tune_thresholds
 log = logging.getLogger(__name__)
 
 
-class TrainingConfig(BaseModel):
-    """Hyper-parameters of one fine-tuning run (all logged to MLflow)."""
+class OptimizerConfig(BaseModel):
+    """What every training loop here shares: batches, AdamW with warm-up, the seed, threads.
+    Fine-tuning (``TrainingConfig``) and distillation (``training.distill.DistillConfig``) add
+    their own learning rate and length."""
 
-    epochs: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=32, ge=1)
     eval_batch_size: int = Field(default=128, ge=1)
     learning_rate: float = Field(default=1.5e-4, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    seed: int = 42
+    threads: int | None = Field(default=None, ge=1)
+
+
+class TrainingConfig(OptimizerConfig):
+    """Hyper-parameters of one fine-tuning run (all logged to MLflow)."""
+
+    epochs: float = Field(default=3.0, gt=0)
     # 99.85 % of dair-ai/emotion texts fit in 64 tokens; longer ones are cut and flagged.
     max_length: int = Field(default=64, ge=8)
-    seed: int = 42
     evals_per_epoch: int = Field(default=2, ge=1)
     patience: int = Field(default=3, ge=1, description="Evaluations without a better val macro-F1.")
     max_train_samples: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
-    threads: int | None = Field(default=None, ge=1)
     class_weighting: Literal["none", "sqrt_inverse"] = Field(
         default="sqrt_inverse",
         description="Loss weights per class; sqrt_inverse lifts rare classes (surprise, love) for macro-F1 "
         "(multi-label: each label's positives weighted by the square root of its negatives per positive).",
     )
     reference_size: int = Field(default=2000, ge=1, description="Validation rows kept for drift.")
+
+    @classmethod
+    def from_profile(cls, profile: str, **overrides: Any) -> TrainingConfig:
+        """A profile's configuration with the given values (None: the profile's) put in and
+        checked."""
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile '{profile}'; choose from {sorted(PROFILES)}")
+        given = {name: value for name, value in overrides.items() if value is not None}
+        return cls.model_validate({**PROFILES[profile].model_dump(), **given})
 
 
 Profile = Literal["quick", "full"]
@@ -153,9 +169,7 @@ def fine_tune(
         total_steps = min(total_steps, config.max_steps)
     eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
 
-    optimizer, scheduler = optimizer_and_schedule(
-        model, config.learning_rate, config.weight_decay, config.warmup_ratio, total_steps
-    )
+    optimizer, scheduler = optimizer_and_schedule(model, config, total_steps)
     predictor = EmotionPredictor(
         model, tokenizer, max_length=config.max_length, batch_size=config.eval_batch_size
     )
@@ -169,7 +183,7 @@ def fine_tune(
     bar = tqdm(total=total_steps, desc="fine-tuning", unit="step", disable=not progress)
     stop = False
     while not stop:
-        for batch_indices in _length_grouped_batches(encoded, config.batch_size, rng):
+        for batch_indices in length_grouped_batches(encoded, config.batch_size, rng):
             model.train()
             input_ids, attention_mask = pad_batch([encoded[i] for i in batch_indices], tokenizer.pad_token_id)
             if multilabel:
@@ -244,12 +258,10 @@ def fine_tune(
     )
 
 
-def optimizer_and_schedule(
-    model: torch.nn.Module, learning_rate: float, weight_decay: float, warmup_ratio: float, total_steps: int
-):
+def optimizer_and_schedule(model: torch.nn.Module, config: OptimizerConfig, total_steps: int):
     """AdamW with linear warm-up then linear decay to zero at ``total_steps`` (the BERT recipe)."""
-    optimizer = torch.optim.AdamW(_parameter_groups(model, weight_decay), lr=learning_rate)
-    warmup = int(total_steps * warmup_ratio)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.learning_rate)
+    warmup = int(total_steps * config.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: min(
@@ -307,7 +319,7 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
     ]
 
 
-def _length_grouped_batches(encoded: list[list[int]], batch_size: int, rng: np.random.Generator):
+def length_grouped_batches(encoded: list[list[int]], batch_size: int, rng: np.random.Generator):
     """Shuffled batches of similar lengths: shuffle, sort within chunks of 50 batches, shuffle
     the batches. Padding drops sharply while each epoch's order still varies."""
     order = rng.permutation(len(encoded))
