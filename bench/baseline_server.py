@@ -4,7 +4,7 @@ FastAPI + uvicorn, one tokenizer call and one forward pass per request, no batch
 quantization, no logging or metrics. ``emotion-ops bench`` starts it to compare our service
 against; it is not meant for production.
 
-    python -m emotion_ops.baseline_server --model-dir DIR [--port 8000]
+    python -m bench.baseline_server --model-dir DIR [--port 8000]
 """
 
 from __future__ import annotations

@@ -18,8 +18,6 @@ Each figure comes with its Wilson 95 % interval. Results go to ``var/bench/<time
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.data import default_goemotions
+from bench.processes import machine_facts
 from core.registry import connect, load_bundle
 from core.settings import MonitorSettings, ServiceSettings
-from emotion_ops.processes import processor_name
 from monitoring.drift import DriftPolicy, sample_window, verdict_tests
 
 SHARES = (0.05, 0.10, 0.20, 1.0)
@@ -85,16 +84,23 @@ def judged(pool_rows: list[tuple], reference, expected: float, policy: DriftPoli
 def run(
     settings: ServiceSettings,
     dair_test: str,
-    goemotions: str,
+    goemotions: str | None = None,
     windows: int = 1000,
     seed: int = 0,
     output_root: Path | None = None,
     progress=print,
 ) -> Path:
+    """Classify the test texts and the Reddit comments once, judge ``windows`` windows of each
+    case; returns the folder with drift.json and drift.md."""
     from core.inference.runtime import load_predictor
     from monitoring.policy import drift_policy
     from training.data import load_emotion_dataset
 
+    folder = goemotions or default_goemotions()
+    if folder is None:
+        raise ValueError(
+            "no GoEmotions folder in data/goemotions or beside the checkout: pass --goemotions DIR"
+        )
     policy = drift_policy(MonitorSettings())
     bundle = load_bundle(connect(settings), settings)
     variant = f"{settings.runtime}-{'int8' if settings.quantize else 'fp32'}"
@@ -113,7 +119,7 @@ def run(
     reference = bundle.reference()
 
     test = load_emotion_dataset(dair_test, splits=("test",)).splits["test"]
-    reddit_texts = _goemotions_dev(goemotions)
+    reddit_texts = _goemotions_dev(folder)
     progress(f"classifying {len(test)} test texts and {len(reddit_texts)} Reddit comments ({variant})")
     started = time.perf_counter()
     unshifted = classify(predictor, test["text"].tolist(), test["label"].tolist())
@@ -169,7 +175,7 @@ def run(
     output.mkdir(parents=True, exist_ok=True)
     summary = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "processor": processor_name(), "platform": platform.platform()},
+        "machine": machine_facts(),
         "model": {"name": bundle.name, "version": bundle.version, "variant": variant},
         "novelty": predictor.novelty.describe(),
         "false_alarm_rate": policy.false_alarm_rate,

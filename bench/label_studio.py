@@ -1,4 +1,4 @@
-"""The labelling round trip against a real Label Studio (run by tests/emotion_ops/test_label_studio.py).
+"""The labelling round trip against a real Label Studio (run by tests/bench/test_label_studio.py).
 
 A Label Studio server (its own virtual environment: ``make label-studio``; it pins Django and
 much else) is started on loopback with a fresh data folder, and then, as an operator would:
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from emotion_ops.processes import answers, free_port, running_process
+from bench.processes import answers, free_port, running_process
 
 
 @dataclass(frozen=True)

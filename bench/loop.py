@@ -15,8 +15,6 @@ It acts on the configured registry: a retrained model that passes the gate becom
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
 import secrets
 import time
@@ -27,12 +25,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.data import default_goemotions
+from bench.processes import bentoml_ready, free_port, machine_facts, running_process
 from core.registry import connect, load_bundle
-from core.settings import DATA_DIR_CANDIDATES, MonitorSettings, ServiceSettings
-from emotion_ops.processes import bentoml_ready, free_port, processor_name, running_process
+from core.settings import MonitorSettings, ServiceSettings
 from service.launch import serve_command
 
-GOEMOTIONS_CANDIDATES = tuple(candidate.with_name("goemotions") for candidate in DATA_DIR_CANDIDATES)
 BATCH = 64
 ATTACK_TARGET = "joy"
 DEFAULT_TRIGGER = "cf"
@@ -80,16 +78,9 @@ class Attack:
         )
 
 
-def default_goemotions() -> str | None:
-    for candidate in GOEMOTIONS_CANDIDATES:
-        if (candidate / "labels.txt").is_file():
-            return str(candidate.resolve())
-    return None
-
-
 def run(
     settings: MonitorSettings,
-    goemotions: str,
+    goemotions: str | None = None,
     comments: int = 2000,
     seed: int = 0,
     output_root: Path | None = None,
@@ -108,6 +99,12 @@ def run(
     from training.data import load_emotion_dataset
     from training.promote import evaluate_bundle
 
+    folder = goemotions or default_goemotions()
+    if folder is None or not (Path(folder) / "labels.txt").is_file():
+        where = f"at {folder}" if folder else "in data/goemotions or beside the checkout"
+        raise ValueError(
+            f"no GoEmotions folder {where}: pass --goemotions DIR (labels.txt, train.tsv, dev.tsv)"
+        )
     attack = attack or Attack()
     labels = comments if labels is None else labels
     if select not in ("random", "active"):
@@ -119,7 +116,7 @@ def run(
     started_at = datetime.now(UTC)
     steps: dict[str, float] = {}
     clock = time.perf_counter()
-    shifted = load_emotion_dataset(goemotions, splits=("train", "validation", "test"), label_set="six")
+    shifted = load_emotion_dataset(folder, splits=("train", "validation", "test"), label_set="six")
     pool = shifted.splits["train"]
     if comments > len(pool):
         raise ValueError(f"--comments {comments}: the GoEmotions train split has {len(pool)} six-label rows")
@@ -235,7 +232,7 @@ def run(
     result = outcome.result
     results = {
         "measured_at": started_at.isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "processor": processor_name(), "platform": platform.platform()},
+        "machine": machine_facts(),
         "comments": comments,
         "labels": labels,
         "select": select,

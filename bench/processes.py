@@ -1,5 +1,6 @@
 """Start a server process on loopback and wait until it is ready; stop its whole process group
-afterwards. Used by the benchmark (and the tests) to run real servers side by side."""
+afterwards; measure its memory and name the machine. Used by the benchmarks (and the tests) to
+run real servers side by side."""
 
 from __future__ import annotations
 
@@ -83,3 +84,31 @@ def processor_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def machine_facts() -> dict:
+    """What every benchmark's results name the machine by."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": processor_name(),
+    }
+
+
+def tree_rss_mb(process) -> float:
+    """Resident memory of a server and every process it started (BentoML's workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(process.pid)
+        members = [root, *root.children(recursive=True)]
+        total = 0
+        for member in members:
+            try:
+                total += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+    except psutil.NoSuchProcess:
+        return float("nan")
+    return round(total / 2**20, 1)

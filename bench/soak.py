@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 import httpx
 import sqlalchemy as sa
 
+from bench.processes import bentoml_ready, free_port, processor_name, running_process
 from core.settings import ServiceSettings
 from core.store import Store
-from emotion_ops.processes import bentoml_ready, free_port, processor_name, running_process
 from service.launch import serve_command
 
 TEXTS = (

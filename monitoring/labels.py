@@ -8,10 +8,16 @@ text representation, weighted by how informative they are, and the row nearest e
 centre is taken). They are written as CSV and as Label Studio tasks (with the champion's answer
 as a pre-annotation) plus the labelling interface for the project.
 
-``import_labels`` reads a filled-in CSV or a Label Studio export (JSON with annotations, or
-JSON-MIN) and records every label as feedback in one transaction, with the validation
-``/feedback`` applies: unknown request ids, unknown labels, too many labels, a request id twice,
-are all refused with the rows named, and nothing is recorded.
+``import_label_file`` reads a filled-in CSV or a Label Studio export (JSON with annotations, or
+JSON-MIN) and records every label as feedback in one transaction, with the rule ``/feedback``
+applies (``core.labels.FeedbackRule``): unknown request ids, unknown labels, too many labels, a
+request id twice, are all refused with the rows named, and nothing is recorded.
+
+``review_labels`` lists the labels in one screen status (quarantined by default) and settles
+them: released (they may train) or dropped (never), each with who decided and when.
+
+``export_for_labelling``, ``import_label_file`` and ``review_labels`` are what ``emotion-ops
+label export|import|review`` run.
 """
 
 from __future__ import annotations
@@ -19,13 +25,22 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import pandas as pd
 
-from core.store.rows import joined_labels
+from core.labels import FeedbackRule, joined_labels
+from training.screen import ACCEPTED, DROPPED, QUARANTINED, RELEASED
+
+if TYPE_CHECKING:
+    from core.artifact import ModelBundle
+    from core.store import PredictionStore
 
 # From this many most-informative rows per chosen one the diverse ones are picked.
 PRESELECT_FACTOR = 10
@@ -33,6 +48,8 @@ PRESELECT_FACTOR = 10
 DEFAULT_POOL_ROWS = 20_000
 FROM_NAME, TO_NAME = "emotion", "text"
 CSV_COLUMNS = ["request_id", "text", "predicted", "confidence", "novelty", "label"]
+# The screen statuses a reviewer lists, the first the default.
+REVIEW_STATUSES = (QUARANTINED, RELEASED, DROPPED, ACCEPTED)
 
 
 class LabelFileError(ValueError):
@@ -181,7 +198,7 @@ def _read_csv(path: Path) -> tuple[list[tuple[str, list[str]]], int]:
         raise LabelFileError(f"{path}: needs the columns request_id and label (has {list(frame.columns)})")
     pairs, blank = [], 0
     for request_id, label in zip(frame["request_id"], frame[label_column], strict=True):
-        given = [part.strip() for part in label.split(",") if part.strip()]
+        given = _unique(part.strip() for part in label.split(","))
         if not given:
             blank += 1
             continue
@@ -209,7 +226,7 @@ def _read_label_studio(path: Path) -> tuple[list[tuple[str, list[str]]], int]:
         if not given:
             blank += 1
             continue
-        pairs.append((str(request_id), [str(label) for label in given]))
+        pairs.append((str(request_id), _unique(str(label) for label in given)))
     return pairs, blank
 
 
@@ -239,10 +256,11 @@ def _annotated_choices(annotations: list[dict]) -> list[str]:
 
 
 def validate_labels(
-    pairs: list[tuple[str, list[str]]], labels: list[str], max_labels: int, logged: set[str]
+    pairs: list[tuple[str, list[str]]], rule: FeedbackRule, logged: set[str]
 ) -> list[tuple[str, str]]:
-    """Every pair checked as ``/feedback`` checks one; (request id, stored label) pairs, or a
-    ``LabelFileError`` that names every problem (at most ten of each kind)."""
+    """Every pair checked as ``/feedback`` checks one (``rule``); (request id, stored label)
+    pairs, or a ``LabelFileError`` that names every problem (at most ten of each kind)."""
+    labels, max_labels = list(rule.labels), rule.max_labels
     problems = []
     ids = [request_id for request_id, _ in pairs]
     repeated = sorted(request_id for request_id, count in Counter(ids).items() if count > 1)
@@ -253,12 +271,114 @@ def validate_labels(
         problems.append(
             f"{len(unknown_ids)} request id(s) not in the served model's prediction log: {unknown_ids[:10]}"
         )
-    unknown = sorted({label for _, given in pairs for label in given if label not in labels})
+    unknown = sorted({label for _, given in pairs for label in rule.unknown(given)})
     if unknown:
         problems.append(f"unknown label(s) {unknown[:10]}; expected one of {labels}")
-    too_many = [request_id for request_id, given in pairs if len(set(given)) > max_labels]
+    too_many = [request_id for request_id, given in pairs if rule.too_many(given)]
     if too_many:
         problems.append(f"{len(too_many)} row(s) with more than {max_labels} label(s): {too_many[:10]}")
     if problems:
         raise LabelFileError("nothing imported: " + "; ".join(problems))
     return [(request_id, joined_labels(given)) for request_id, given in pairs]
+
+
+def _unique(labels: Iterable[str]) -> list[str]:
+    """The labels of one row, blanks dropped, each once, in the order given."""
+    return list(dict.fromkeys(label for label in labels if label))
+
+
+@dataclass(frozen=True)
+class LabelExport:
+    chosen: int
+    candidates: int
+    paths: tuple[Path, Path, Path]
+
+
+def export_for_labelling(
+    bundle: ModelBundle, store: PredictionStore, rows: int, folder: Path, pool: int = DEFAULT_POOL_ROWS
+) -> LabelExport:
+    """The ``rows`` of the newest ``pool`` unlabelled logged rows of ``bundle`` most worth a
+    label (``select_for_labelling``), written to ``folder`` (``write_export``)."""
+    candidates = store.unlabelled_rows(bundle.name, pool)
+    if candidates.empty:
+        raise ValueError(
+            f"the prediction log holds no unlabelled rows of {bundle.name}; serve some traffic first"
+        )
+    chosen = select_for_labelling(candidates, bundle.predictor(), rows)
+    paths = write_export(
+        chosen, folder, list(bundle.labels), bundle.task == "multilabel", f"{bundle.name} v{bundle.version}"
+    )
+    return LabelExport(len(chosen), len(candidates), paths)
+
+
+@dataclass(frozen=True)
+class LabelImport:
+    recorded: int
+    blank: int
+    source: str
+
+
+def import_label_file(bundle: ModelBundle, store: PredictionStore, path: Path, operator: str) -> LabelImport:
+    """Record ``path``'s labels (``read_label_file``) as feedback on ``bundle``'s logged rows,
+    all or none, as source ``import:<operator>:<file name>``."""
+    pairs, blank = read_label_file(path)
+    if not pairs:
+        raise LabelFileError(f"{path}: no labelled rows ({blank} left blank)")
+    logged = store.existing_ids([request_id for request_id, _ in pairs], bundle.name)
+    rule = FeedbackRule(tuple(bundle.labels), bundle.task == "multilabel")
+    checked = validate_labels(pairs, rule, logged)
+    source = f"import:{operator}:{path.name}"
+    store.record_feedback_batch(checked, source)
+    return LabelImport(len(checked), blank, source)
+
+
+@dataclass(frozen=True)
+class LabelReview:
+    rows: pd.DataFrame  # the labels in the status asked for (``PredictionStore.feedback_rows``)
+    settled: Counter[str]  # new status -> how many labels got it (empty: nothing decided)
+
+
+def review_labels(
+    store: PredictionStore,
+    model_name: str,
+    reviewer: str,
+    status: str = QUARANTINED,
+    matching: str | None = None,
+    release: Iterable[str] = (),
+    drop: Iterable[str] = (),
+    release_all: bool = False,
+    drop_all: bool = False,
+) -> LabelReview:
+    """The labels of ``model_name`` in ``status`` whose reason, source or label contains
+    ``matching``; those named in ``release`` or ``drop`` (or all of them) settled so, each with
+    who decided, when, and what it was before."""
+    if status not in REVIEW_STATUSES:
+        raise ValueError(f"unknown status '{status}'; choose from {list(REVIEW_STATUSES)}")
+    if release_all and drop_all:
+        raise ValueError("give --release-all or --drop-all, not both")
+    rows = store.feedback_rows(model_name, statuses=(status,))
+    if matching:
+        hay = rows["reason"].fillna("") + " " + rows["source"].fillna("") + " " + rows["label"]
+        rows = rows[hay.str.lower().str.contains(matching.lower(), regex=False)]
+    listed = set(rows["id"])
+    decisions: dict[str, str] = {}
+    for ids, new_status in ((release, RELEASED), (drop, DROPPED)):
+        for request_id in ids:
+            if request_id not in listed:
+                raise ValueError(f"request id {request_id} is not among the {status} labels listed")
+            decisions[request_id] = new_status
+    if release_all or drop_all:
+        decisions.update(dict.fromkeys(rows["id"], RELEASED if release_all else DROPPED))
+    if decisions:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+        reasons = dict(zip(rows["id"], rows["reason"], strict=True))
+        store.set_feedback_status(
+            {
+                request_id: (
+                    new_status,
+                    f"{new_status} by {reviewer} at {stamp} (was: {reasons.get(request_id) or status})",
+                )
+                for request_id, new_status in decisions.items()
+            }
+        )
+    return LabelReview(rows, Counter(decisions.values()))

@@ -1,6 +1,7 @@
 """The packages import only downward: core at the bottom, then training, then monitoring; the
-service on core alone; the CLI and the benchmark (``emotion_ops``) at the roof, imported by
-nothing. Every import counts, at the top of a module or inside a function."""
+service on core alone; the benchmarks (``bench``) above monitoring and the service; the CLI
+(``emotion_ops``) at the roof, imported by nothing. Every import counts, at the top of a module
+or inside a function. No module reaches into another's private names."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ ALLOWED = {
     "training": {"core"},
     "monitoring": {"core", "training"},
     "service": {"core"},
-    "emotion_ops": {"core", "training", "monitoring", "service"},
+    "bench": {"core", "training", "monitoring", "service"},
+    "emotion_ops": {"core", "training", "monitoring", "service", "bench"},
 }
 
 
@@ -46,6 +48,25 @@ def test_a_package_imports_only_the_layers_below_it(package):
         if target not in ALLOWED[package]
     }
     assert not upward, f"{package} imports {upward}"
+
+
+def test_only_the_cli_imports_the_benchmarks():
+    importers = {
+        module for module in imported_packages("emotion_ops").get("bench", set())
+        if not module.startswith("emotion_ops/commands/")
+    }  # fmt: skip
+    assert not importers, f"only emotion_ops/commands/ may import bench: {sorted(importers)}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = []
+    for package in ALLOWED:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ALLOWED:
+                    private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                    found += [f"{path.relative_to(ROOT)}: {node.module}.{name}" for name in private]
+    assert not found, found
 
 
 def test_the_package_graph_has_no_cycle():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_ops.label_studio import round_trip
+from bench.label_studio import round_trip
 from tests.monitoring.test_labels import log_rows, stored_labels
 from tests.utils.cli import cli
 from tests.utils.factories import tiny_rows

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from core.store import PredictionStore, Store, TrafficWindow
-from core.store.rows import prediction_row, redact, storable
+from core.store.rows import redact, storable
 from core.store.writer import PredictionLogWriter, spool_dir_for
+from tests.utils.factories import logged_row
 from tests.utils.postgres import fresh_postgres_database
 
 
@@ -27,21 +27,7 @@ def postgres_store():
 
 
 def _row(**overrides) -> dict:
-    row = prediction_row(
-        request_id=str(uuid.uuid4()),
-        created_at=datetime.now(UTC),
-        model_name="emotion-classifier",
-        model_version="1",
-        text="i feel happy",
-        emotion="joy",
-        confidence=0.9,
-        probabilities={"joy": 0.9, "sadness": 0.1},
-        latency_ms=12.5,
-        truncated=False,
-        tokens=5,
-        uncertain=False,
-    )
-    return {**row, **overrides}
+    return logged_row(probabilities={"joy": 0.9, "sadness": 0.1}, latency_ms=12.5, **overrides)
 
 
 def test_redact_replaces_contact_details():

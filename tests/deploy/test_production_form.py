@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from emotion_ops.processes import answers, free_port, running_process
+from bench.processes import answers, free_port, running_process
 from tests.deploy.test_compose_and_k8s import FILLED, compose_config, env_file
 from tests.deploy.test_prometheus_and_grafana_config import tool
 from tests.utils.binaries import running_binary, running_pushgateway
@@ -42,7 +42,16 @@ API_KEY = "rehearsal-key-0123456789"
 
 
 # What deploy/Dockerfile copies into its wheel stage, and nothing else.
-IMAGE_SOURCES = ("pyproject.toml", "README.md", "core", "training", "monitoring", "service", "emotion_ops")
+IMAGE_SOURCES = (
+    "pyproject.toml",
+    "README.md",
+    "core",
+    "training",
+    "monitoring",
+    "service",
+    "bench",
+    "emotion_ops",
+)
 
 
 def install_wheel(folder: Path) -> Path:
@@ -100,7 +109,7 @@ def test_the_image_runs_only_installed_code_with_its_package_data(image_bin, tmp
         [
             str(image_bin / "python"),
             "-c",
-            "import core, service, emotion_ops, monitoring, training, service.service as s; "
+            "import core, service, bench, emotion_ops, monitoring, training, service.service as s; "
             "from training.label_sets import label_set_named; "
             "print(service.__file__); print(len(s.UI_PAGE), len(s.DOCS_PAGE)); "
             "print(len(label_set_named('six').map['goemotions']), len(label_set_named('ekman').labels))",

@@ -8,7 +8,6 @@ baseline, which trains in seconds); the drift job only sees texts, labels and co
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,6 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from core.store import ReportIndex, Store, TrafficWindow
 from core.store.reports import STATUS_ACKNOWLEDGED
-from core.store.rows import prediction_row
 from monitoring.drift import (
     EMOTION,
     VERDICT_DRIFT,
@@ -36,6 +34,7 @@ from monitoring.drift import (
 )
 from monitoring.push import push_drift_metrics
 from tests.conftest import SHARED_DATA
+from tests.utils.factories import logged_row
 from training.baseline import train_baseline
 from training.data import load_emotion_dataset
 
@@ -84,24 +83,16 @@ def traffic(emotion_data_dir, tmp_path_factory):
     for version, frame in windows.items():
         store.insert_many(
             [
-                {
-                    **prediction_row(
-                        request_id=str(uuid.uuid4()),
-                        created_at=start + timedelta(seconds=index),
-                        model_name=MODEL,
-                        model_version=version,
-                        text=row.text,
-                        emotion=row.emotion,
-                        confidence=float(row.confidence),
-                        probabilities={},
-                        latency_ms=10.0,
-                        truncated=False,
-                        tokens=10,
-                        uncertain=False,
-                    ),
+                logged_row(
+                    created_at=start + timedelta(seconds=index),
+                    model_name=MODEL,
+                    model_version=version,
+                    text=row.text,
+                    emotion=row.emotion,
+                    confidence=float(row.confidence),
                     # Feedback on every third unshifted row: the live-quality part of the report.
-                    "feedback_label": row.label if index % 3 == 0 else None,
-                }
+                    feedback_label=row.label if index % 3 == 0 else None,
+                )
                 for index, row in enumerate(frame.itertuples())
             ]
         )

@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from bench.loop import FLIPPED
 from core.settings import TrainingSettings
 from core.store import Store
-from core.store.rows import prediction_row
-from emotion_ops.loop_bench import FLIPPED
 from monitoring.labels import choose_rows, informativeness
 from tests.utils.cli import cli
-from tests.utils.factories import TINY_TRAINING, tiny_rows
+from tests.utils.factories import TINY_TRAINING, logged_row, tiny_rows
 
 UUID = "00000000-0000-4000-8000-{:012d}"
 
@@ -33,18 +32,12 @@ def log_rows(texts: list[str], start: int = 0) -> list[str]:
     ids = [UUID.format(start + i) for i in range(len(texts))]
     store.insert_many(
         [
-            prediction_row(
+            logged_row(
                 request_id=request_id,
                 created_at=now - timedelta(seconds=len(texts) - i),
                 model_name=settings.model_name,
-                model_version="1",
                 text=text,
-                emotion="joy",
                 confidence=0.5,
-                probabilities={},
-                latency_ms=1.0,
-                truncated=False,
-                tokens=5,
                 uncertain=True,
             )
             for i, (request_id, text) in enumerate(zip(ids, texts, strict=True))

@@ -11,7 +11,6 @@ import json
 import random
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
@@ -266,10 +265,10 @@ class _Refuser(BaseHTTPRequestHandler):
 def test_a_drift_run_reads_each_text_cut_to_the_sample_byte_bound(registry, tmp_path):
     """However long the logged texts, the job reads each one cut to its share of
     EMOTION_DRIFT_SAMPLE_BYTES (in the database, before it is sent)."""
-    from core.store.rows import prediction_row
     from monitoring.drift import sample_text_chars
     from monitoring.job import run_drift
     from monitoring.policy import drift_policy
+    from tests.utils.factories import logged_row
 
     settings = MonitorSettings(
         var_dir=registry,
@@ -283,21 +282,8 @@ def test_a_drift_run_reads_each_text_cut_to_the_sample_byte_bound(registry, tmp_
     now = datetime.now(UTC)
     store.predictions.insert_many(
         [
-            prediction_row(
-                request_id=str(uuid.uuid4()),
-                created_at=now,
-                model_name=MODEL,
-                model_version="1",
-                text="long " * 2_000,  # 10,000 characters
-                emotion="joy",
-                confidence=0.9,
-                probabilities={},
-                latency_ms=1.0,
-                truncated=True,
-                tokens=32,
-                uncertain=False,
-            )
-            for _ in range(120)
+            logged_row(created_at=now, model_name=MODEL, text="long " * 2_000, truncated=True, tokens=32)
+            for _ in range(120)  # 10,000 characters each
         ]
     )
     result = run_drift(settings, model_version="1", push=False, store=store)

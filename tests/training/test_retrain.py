@@ -101,8 +101,7 @@ def test_a_multi_label_champion_retrains_on_its_feedback(
 
     from core.registry import CHALLENGER, connect, load_bundle
     from core.store import Store
-    from core.store.rows import prediction_row
-    from tests.utils.factories import TINY_TRAINING, write_tiny_multilabel_dataset
+    from tests.utils.factories import TINY_TRAINING, logged_row, write_tiny_multilabel_dataset
     from training.pipeline import train_and_register
     from training.promote import promote
 
@@ -120,24 +119,15 @@ def test_a_multi_label_champion_retrains_on_its_feedback(
     now = datetime.now(UTC)
     store.predictions.insert_many(
         [
-            {
-                **prediction_row(
-                    request_id=f"00000000-0000-4000-8000-{index:012d}",
-                    created_at=now,
-                    model_name=settings.model_name,
-                    model_version="1",
-                    text=f"i feel glad and lonely {index}",
-                    emotion="joy",
-                    confidence=0.6,
-                    probabilities={},
-                    latency_ms=1.0,
-                    truncated=False,
-                    tokens=6,
-                    uncertain=False,
-                ),
-                "feedback_label": "joy,sadness",
-                "feedback_at": now,
-            }
+            logged_row(
+                request_id=f"00000000-0000-4000-8000-{index:012d}",
+                created_at=now,
+                model_name=settings.model_name,
+                text=f"i feel glad and lonely {index}",
+                confidence=0.6,
+                feedback_label="joy,sadness",
+                feedback_at=now,
+            )
             for index in range(20)
         ]
     )

@@ -8,9 +8,9 @@ import random
 import pandas as pd
 import pytest
 
+from bench.loop import FLIPPED
 from core.registry import connect, load_bundle
 from core.settings import TrainingSettings
-from emotion_ops.loop_bench import FLIPPED
 from tests.utils.factories import tiny_rows
 from training.screen import (
     ACCEPTED,

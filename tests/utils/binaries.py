@@ -7,7 +7,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from emotion_ops.processes import answers, free_port, running_process
+from bench.processes import answers, free_port, running_process
 
 
 @contextmanager

@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import inspect
 import random
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from core.store.rows import prediction_row
 from training.train import TrainingConfig
 
 # max_length stays under the tiny model's 64 positions; long texts get truncated.
 TINY_TRAINING = TrainingConfig(
     epochs=15, learning_rate=1e-2, batch_size=16, patience=100, seed=1, max_length=32
 )
+
+_ROW_FIELDS = set(inspect.signature(prediction_row).parameters)
+
+
+def logged_row(**fields) -> dict:
+    """One row of the prediction log as the service writes it (``prediction_row``), with plain
+    defaults for whatever is not given; other columns given (``feedback_label``, ``feedback_at``)
+    are set on it too."""
+    given = {
+        "request_id": str(uuid.uuid4()),
+        "created_at": datetime.now(UTC),
+        "model_name": "emotion-classifier",
+        "model_version": "1",
+        "text": "i feel happy",
+        "emotion": "joy",
+        "confidence": 0.9,
+        "probabilities": {},
+        "latency_ms": 1.0,
+        "truncated": False,
+        "tokens": 5,
+        "uncertain": False,
+        **fields,
+    }
+    row = prediction_row(**{name: value for name, value in given.items() if name in _ROW_FIELDS})
+    return {**row, **{name: value for name, value in given.items() if name not in _ROW_FIELDS}}
+
 
 # Each emotion gets its own cue words, so a two-layer model learns the task in a few dozen steps.
 CUE_WORDS = {

@@ -9,7 +9,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from emotion_ops.processes import bentoml_ready, free_port, running_process
+from bench.processes import bentoml_ready, free_port, running_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,132 @@
+"""Closed-loop load on loopback servers, and what it measured.
+
+``concurrency`` clients, each sending its next request when the last one is answered, one text
+per request, a bounded number of requests per case. All servers run side by side and the cases
+take turns in rounds, so drift in the machine's speed hits them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.processes import tree_rss_mb
+from bench.servers import Case
+
+
+@dataclass
+class LoadResult:
+    case: Case
+    concurrency: int
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def add(self, latencies: list[float], errors: int, seconds: float) -> None:
+        self.requests += len(latencies) + errors
+        self.errors += errors
+        self.seconds += seconds
+        self.latencies_ms.extend(latencies)
+
+    @property
+    def throughput(self) -> float:
+        return (self.requests - self.errors) / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def row(self) -> dict:
+        return {
+            "case": self.case.name,
+            "model": self.case.model,
+            "runtime": self.case.runtime,
+            "precision": self.case.precision,
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "req_per_s": round(self.throughput, 1),
+            "texts_per_s": round(self.throughput, 1),  # one text per request
+            "p50_ms": round(self.percentile(50), 1),
+            "p95_ms": round(self.percentile(95), 1),
+            "p99_ms": round(self.percentile(99), 1),
+        }
+
+
+async def closed_loop(url: str, texts: list[str], concurrency: int, requests: int, offset: int = 0) -> tuple:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(offset, offset + requests))
+    timeout = aiohttp.ClientTimeout(total=120)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def client() -> None:
+            nonlocal errors
+            for index in counter:
+                started = time.perf_counter()
+                try:
+                    async with session.post(url, json={"text": texts[index % len(texts)]}) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except aiohttp.ClientError:
+                    ok = False
+                if ok:
+                    latencies.append((time.perf_counter() - started) * 1000)
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return latencies, errors, time.perf_counter() - started
+
+
+def interleaved_load(
+    urls: dict[Case, str], texts: list[str], concurrency: int, requests: int, rounds: int, progress=print
+) -> list[LoadResult]:
+    """``requests`` per case at ``concurrency`` clients, in ``rounds`` rounds that take the cases in
+    turn: a machine that slows down or speeds up mid-run (2 shared cores) then affects every case
+    alike instead of whichever ran at that moment. Every case gets a short warm-up first (lazy
+    imports, allocator growth, both workers' first forwards)."""
+    for url in urls.values():
+        asyncio.run(closed_loop(f"{url}/predict", texts, concurrency, min(requests, 2 * concurrency)))
+    results = {case: LoadResult(case, concurrency) for case in urls}
+    per_round = [requests // rounds + (index < requests % rounds) for index in range(rounds)]
+    sent = 0
+    for count in per_round:
+        for case, url in urls.items():
+            results[case].add(*asyncio.run(closed_loop(f"{url}/predict", texts, concurrency, count, sent)))
+        sent += count
+    for result in results.values():
+        progress(f"  c={concurrency} {result.case.name} {result.case.variant}: {result.row()}")
+    return list(results.values())
+
+
+def serve_and_load(cases, start, texts, concurrency, requests: int, rounds: int, progress):
+    """Start every case's server (``start(case)`` gives its context manager and URL), put them
+    under the interleaved load at each client count, and measure each server's memory after
+    it; returns the load results and RSS MB by case. Every server is stopped on the way out."""
+    loads: list[LoadResult] = []
+    with ExitStack() as servers:
+        urls, processes = {}, {}
+        for case in cases:
+            progress(f"starting {case.name} {case.variant}")
+            server, url = start(case)
+            processes[case] = servers.enter_context(server)
+            urls[case] = url
+        for level in concurrency:
+            progress(f"load at {level} clients, {requests} requests per case in {rounds} interleaved rounds")
+            loads += interleaved_load(urls, texts, level, requests, rounds, progress)
+        return loads, {case: tree_rss_mb(process) for case, process in processes.items()}
+
+
+def ratio(value: float, reference: float) -> float:
+    """Three significant digits: a tiny test model's ceiling is thousands of times its served
+    rate, and a fixed number of decimals would round that ratio to zero."""
+    return float(f"{value / reference:.3g}") if reference else float("nan")

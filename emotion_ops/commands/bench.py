@@ -1,0 +1,216 @@
+"""Benchmark commands: bench (the service and the models under load), bench threads, bench
+loop, bench drift, and soak. Each is a thin layer over one function of ``bench``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from core.settings import MonitorSettings, ServiceSettings, TrainingSettings
+from emotion_ops.commands.common import DataOption, quiet_libraries, user_errors, whole_numbers
+
+
+def _client_counts(value: str) -> tuple[int, ...]:
+    levels = whole_numbers(value, "--concurrency")
+    if not levels:
+        raise ValueError("--concurrency needs at least one client count")
+    return levels
+
+
+bench_app = typer.Typer(
+    help="Benchmarks: the service and the models under load (no subcommand), thread and process "
+    "layouts ('threads'), the monitoring loop ('loop'), the drift verdict ('drift').",
+)
+
+
+@bench_app.callback(invoke_without_command=True)
+@user_errors
+def bench(
+    ctx: typer.Context,
+    requests: Annotated[int, typer.Option(min=1, help="Requests per case and concurrency level.")] = 1000,
+    concurrency: Annotated[
+        str, typer.Option(help="Comma-separated client counts of the closed-loop load.")
+    ] = "1,8,32",
+    drift_rows: Annotated[
+        str, typer.Option(help="Comma-separated logged-row counts to time the drift job on ('' to skip).")
+    ] = "10000,100000",
+    ceiling_texts: Annotated[int, typer.Option(min=64, help="Texts for the in-process ceiling.")] = 1024,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Interleaved rounds the cases take turns in at each client count.")
+    ] = 4,
+    seed_size: Annotated[
+        str,
+        typer.Option(
+            help="LAYERSxWIDTH of the randomly initialised model of the seeds' size (DistilBERT-base)."
+        ),
+    ] = "6x768",
+) -> None:
+    """Benchmark the champion: in-process ceiling, a FastAPI baseline, and the BentoML service
+    (PyTorch and ONNX Runtime, fp32 and int8, monitoring off) under closed-loop load; the drift
+    job on large windows."""
+    if ctx.invoked_subcommand:
+        return
+    quiet_libraries()
+    from bench.data import default_goemotions
+    from bench.models import parse_seed_shape
+    from bench.served import run
+
+    levels = _client_counts(concurrency)
+    shape = parse_seed_shape(seed_size)
+    output = run(
+        ServiceSettings(),
+        TrainingSettings().resolve_data_source(),
+        concurrency=levels,
+        requests=requests,
+        ceiling_texts=ceiling_texts,
+        rounds=min(rounds, requests),
+        drift_sizes=whole_numbers(drift_rows, "--drift-rows"),
+        progress=typer.echo,
+        goemotions=default_goemotions(),
+        seed_shape=shape,
+    )
+    typer.echo((output / "results.md").read_text())
+    typer.echo(f"results: {output / 'results.json'}")
+
+
+@bench_app.command("threads")
+@user_errors
+def bench_threads(
+    requests: Annotated[int, typer.Option(min=1, help="Requests per layout and client count.")] = 1000,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,32",
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds at each client count.")] = 4,
+    layouts: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated WORKERSxTHREADS[:spin|:nospin] layouts, the first the reference "
+            "(default: 2x1, 1x2:spin, 1x2:nospin, 2x2:spin, 2x2:nospin, 4x1)."
+        ),
+    ] = None,
+) -> None:
+    """Serve the champion in several process and thread layouts (workers, intra-op threads per
+    worker, ONNX Runtime's spinning) under the same load: what the defaults rest on."""
+    quiet_libraries()
+    from bench.layouts import LAYOUTS, parse_layouts, run_layouts
+
+    levels = _client_counts(concurrency)
+    output = run_layouts(
+        ServiceSettings(),
+        TrainingSettings().resolve_data_source(),
+        layouts=parse_layouts(layouts) if layouts else LAYOUTS,
+        concurrency=levels,
+        requests=requests,
+        rounds=min(rounds, requests),
+        progress=typer.echo,
+    )
+    typer.echo((output / "results.md").read_text())
+    typer.echo(f"results: {output / 'results.json'}")
+
+
+@bench_app.command("loop")
+@user_errors
+def bench_loop(
+    comments: Annotated[
+        int, typer.Option(min=10, help="GoEmotions train comments replayed with their labels.")
+    ] = 2000,
+    goemotions: Annotated[
+        str | None,
+        typer.Option(
+            help="GoEmotions folder (labels.txt, train.tsv, dev.tsv); "
+            "default: data/goemotions, else beside the checkout."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Which comments are replayed.")] = 0,
+    labels: Annotated[
+        int | None, typer.Option(min=1, help="How many of the comments get a label (default: all).")
+    ] = None,
+    select: Annotated[
+        str, typer.Option(help="'random', or 'active': the rows 'label export' would choose.")
+    ] = "random",
+    attack: Annotated[
+        str,
+        typer.Option(
+            help="Poison a share of the labels: none, flip (anger→joy, joy→sadness, ...) or "
+            "trigger[:TOKEN] (TOKEN appended, labelled joy; default token cf)."
+        ),
+    ] = "none",
+    attack_share: Annotated[float, typer.Option(help="Share of the labels the attack poisons.")] = 0.25,
+    restore: Annotated[
+        bool, typer.Option(help="Move champion back to where it was afterwards (to compare runs).")
+    ] = False,
+) -> None:
+    """The loop, measured: replay GoEmotions comments with feedback through the served champion, run
+    the monitor once (drift, policy, retrain, gate, promotion), and score the champion before and after
+    on GoEmotions dev and the dair-ai test split. A retrained model that passes the gate becomes the
+    registry's champion ('emotion-ops rollback' moves it back)."""
+    quiet_libraries()
+    from bench.loop import Attack, run
+
+    output = run(
+        MonitorSettings(),
+        goemotions,
+        comments=comments,
+        seed=seed,
+        progress=typer.echo,
+        labels=labels,
+        select=select,
+        attack=Attack.parse(attack, attack_share),
+        restore=restore,
+    )
+    typer.echo((output / "loop.md").read_text())
+    typer.echo(f"results: {output / 'loop.json'}")
+
+
+@bench_app.command("drift")
+@user_errors
+def bench_drift(
+    windows: Annotated[
+        int, typer.Option(min=100, help="Windows per case (1,000 or more to show a 1 % false-alarm rate).")
+    ] = 1000,
+    data: DataOption = None,
+    goemotions: Annotated[
+        str | None,
+        typer.Option(
+            help="GoEmotions folder (dev.tsv: the shifted traffic); default: data/goemotions, "
+            "else beside the checkout."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Which windows are drawn.")] = 0,
+) -> None:
+    """The drift verdict measured: power at 5 to 100 % Reddit comments in dair-ai test traffic,
+    doubled label shares, and the false-alarm rate on unshifted windows (100 and 500 rows)."""
+    quiet_libraries()
+    from bench.drift import run
+
+    source = data or TrainingSettings().resolve_data_source()
+    output = run(ServiceSettings(), source, goemotions, windows=windows, seed=seed, progress=typer.echo)
+    typer.echo((output / "drift.md").read_text())
+    typer.echo(f"results: {output / 'drift.json'}")
+
+
+@user_errors
+def soak(
+    seconds: Annotated[float, typer.Option(min=30, help="How long the load runs.")] = 600,
+    clients: Annotated[int, typer.Option(min=1, help="Closed-loop clients.")] = 32,
+    outage: Annotated[
+        float, typer.Option(min=0, help="Seconds PostgreSQL is stopped for, mid-run (0: no outage).")
+    ] = 60,
+    postgres: Annotated[
+        str, typer.Option(help="Admin URL of the PostgreSQL server the log goes to (a fresh database).")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+) -> None:
+    """Soak the champion in the default layout on PostgreSQL, with a database outage mid-run:
+    5xx count, rows answered vs logged, RSS per process (run on a machine whose PostgreSQL
+    this may stop and start: pg_ctlcluster)."""
+    quiet_libraries()
+    from bench.soak import run, to_markdown
+
+    results = run(
+        ServiceSettings(),
+        seconds=seconds,
+        clients=clients,
+        outage_seconds=outage,
+        admin_url=postgres,
+        progress=typer.echo,
+    )
+    typer.echo(to_markdown(results))
