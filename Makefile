@@ -48,6 +48,7 @@ soak: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The two environments install side by side (mostly waiting on downloads), then the tests run.
 test:
@@ -59,4 +60,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) var .pytest_cache .ruff_cache .mypy_cache

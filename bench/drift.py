@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -127,7 +128,7 @@ def run(
     per_text_ms = (time.perf_counter() - started) * 1000 / (len(test) + len(reddit_texts))
 
     rng = np.random.default_rng(seed)
-    results = {"power": [], "label_shift": [], "false_alarms": []}
+    results: dict[str, list[dict[str, Any]]] = {"power": [], "label_shift": [], "false_alarms": []}
     judge_seconds, judged_windows = 0.0, 0
     for size in SIZES:
         progress(f"{windows} windows of {size} rows per case")

@@ -19,6 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -79,7 +80,8 @@ class LabelStudio:
         self.call("POST", f"/api/projects/{project}/import", json=tasks)
 
     def tasks(self, project: int) -> list[dict]:
-        found, page = [], 1
+        found: list[dict[str, Any]] = []
+        page = 1
         while True:
             response = self.http.get(
                 "/api/tasks", params={"project": project, "page": page, "page_size": 100}

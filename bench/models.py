@@ -58,7 +58,6 @@ def seed_size_model(bundle, folder: Path, shape: tuple[int, int] = SEED_SHAPE) -
         dim=width,
         n_heads=max(1, width // 64),
         hidden_dim=4 * width,
-        num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: index for index, label in enumerate(labels)},
     )

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -32,6 +32,7 @@ import pandas as pd
 # The predictor brings torch: imported where a model runs, so reading a card or a reference
 # (the drift job, the CLI) never loads it.
 if TYPE_CHECKING:
+    from core.inference.novelty import NoveltyIndex
     from core.inference.predictor import EmotionPredictor
 
 
@@ -41,11 +42,11 @@ REFERENCE = "reference.parquet"
 NOVELTY_REFERENCE = "novelty_reference.parquet"
 
 
-class EmotionClassifierPyfunc(mlflow.pyfunc.PythonModel):
+class EmotionClassifierPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     """pyfunc wrapper so ``mlflow.pyfunc.load_model('models:/emotion-classifier@champion')``
     predicts label names."""
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: Any) -> None:
         card = json.loads(Path(context.artifacts[MODEL_CARD]).read_text())
         from core.inference.predictor import EmotionPredictor
 
@@ -53,7 +54,7 @@ class EmotionClassifierPyfunc(mlflow.pyfunc.PythonModel):
             context.artifacts[MODEL_DIR], max_length=card["max_length"]
         )
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             texts = model_input["text"].astype(str).tolist()
         else:
@@ -90,8 +91,9 @@ class ModelBundle:
     aliases: tuple[str, ...] = ()
 
     @cached_property
-    def card(self) -> dict:
-        return json.loads((self.local_dir / "artifacts" / MODEL_CARD).read_text())
+    def card(self) -> dict[str, Any]:
+        card: dict[str, Any] = json.loads((self.local_dir / "artifacts" / MODEL_CARD).read_text())
+        return card
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -99,7 +101,7 @@ class ModelBundle:
 
     @property
     def task(self) -> str:
-        return self.card.get("task", "single")
+        return str(self.card.get("task", "single"))
 
     @property
     def thresholds(self) -> dict[str, float] | None:
@@ -119,11 +121,11 @@ class ModelBundle:
         return pd.read_parquet(self.local_dir / "artifacts" / REFERENCE)
 
     @property
-    def novelty(self) -> dict | None:
+    def novelty(self) -> dict[str, Any] | None:
         """The card's novelty block (how the index was made, its threshold at registration)."""
         return self.card.get("novelty")
 
-    def novelty_index(self, predictor: EmotionPredictor, variant: str):
+    def novelty_index(self, predictor: EmotionPredictor, variant: str) -> NoveltyIndex | None:
         """This version's novelty index as ``predictor`` (on runtime-precision ``variant``)
         embeds it, cached beside the version; None for a version registered without one."""
         from core.inference.novelty import DEFAULT_NEIGHBOURS, DEFAULT_NOVEL_SHARE, cached_index
@@ -146,7 +148,7 @@ class ModelBundle:
             **options,
         )
 
-    def predictor(self, **kwargs) -> EmotionPredictor:
+    def predictor(self, **kwargs: Any) -> EmotionPredictor:
         from core.inference.predictor import EmotionPredictor
 
         kwargs.setdefault("max_length", self.card["max_length"])

@@ -82,7 +82,7 @@ class CoreSettings(BaseSettings):
         return value.expanduser().resolve()
 
     @model_validator(mode="after")
-    def _model_name_for_task(self):
+    def _model_name_for_task(self) -> CoreSettings:
         # An explicit EMOTION_MODEL_NAME wins; otherwise the task picks the registered name.
         if self.task == "multilabel" and "model_name" not in self.model_fields_set:
             self.model_name = self.multilabel_model_name
@@ -317,13 +317,13 @@ class ServiceSettings(CoreSettings):
 
     @field_validator("api_key", mode="before")
     @classmethod
-    def _blank_key_is_unset(cls, value):
+    def _blank_key_is_unset(cls, value: object) -> object:
         # compose passes ${EMOTION_API_KEY:-} as an empty string: that is no key, not a key "".
         return _blank_is_unset(value)
 
     @field_validator("api_keys", mode="before")
     @classmethod
-    def _keys_from_json(cls, value):
+    def _keys_from_json(cls, value: object) -> object:
         # compose passes ${EMOTION_API_KEYS:-} as an empty string: no more keys.
         if value is None or (isinstance(value, str) and not value.strip()):
             return {}
@@ -336,7 +336,7 @@ class ServiceSettings(CoreSettings):
 
     @field_validator("api_keys")
     @classmethod
-    def _keys_are_usable(cls, keys):
+    def _keys_are_usable(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
         # Keys are named by position, never by name: a name and key swapped would echo the key.
         for number, (name, key) in enumerate(keys.items(), 1):
             if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
@@ -352,7 +352,7 @@ class ServiceSettings(CoreSettings):
         return keys
 
     @model_validator(mode="after")
-    def _one_default_key(self):
+    def _one_default_key(self) -> ServiceSettings:
         if self.api_key is not None:
             if "default" in self.api_keys:
                 raise ValueError("EMOTION_API_KEYS names a key 'default': that is EMOTION_API_KEY's name")
@@ -438,7 +438,7 @@ class MonitorSettings(TrainingSettings):
 
     @field_validator("retrain_webhook_token", mode="before")
     @classmethod
-    def _blank_token_is_unset(cls, value):
+    def _blank_token_is_unset(cls, value: object) -> object:
         return _blank_is_unset(value)
 
 
@@ -448,5 +448,5 @@ def monitor_default(name: str) -> Any:
     return MonitorSettings.model_fields[name].default
 
 
-def _blank_is_unset(value):
+def _blank_is_unset(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value

@@ -316,7 +316,7 @@ def verdict_tests(
     with_novelty = expected_share is not None and window.scored_rows >= policy.min_rows
     alpha = policy.false_alarm_rate / (2 if with_novelty else 1)
     tests = {"label_mix": label_mix_test(window.emotion_counts, Counter(reference[EMOTION]), alpha)}
-    if with_novelty:
+    if with_novelty and expected_share is not None:
         tests["novelty_share"] = novelty_test(window.scored_rows, window.novel_rows, expected_share, alpha)
     return tests
 

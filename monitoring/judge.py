@@ -91,7 +91,7 @@ def judge_files(settings: MonitorSettings, paths: list[Path], policy: DriftPolic
             result["tests"] = tests
         if window.scored_rows:
             result["novel_share"] = round(window.novel_rows / window.scored_rows, 4)
-            result["expected_novel_share"] = round(expected, 6)
+            result["expected_novel_share"] = None if expected is None else round(expected, 6)
             result["novel_emotions"] = dict(window.novel_emotions.most_common())
             result["most_novel"] = [
                 {"novelty": round(score, 4), "text": text, "emotion": emotion}

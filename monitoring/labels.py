@@ -86,12 +86,12 @@ def choose_rows(embeddings: np.ndarray, scores: np.ndarray, count: int, seed: in
         points, sample_weight=scores[shortlist]
     )
     distances = np.linalg.norm(points - clusters.cluster_centers_[clusters.labels_], axis=1)
-    chosen = []
+    nearest = []
     for cluster in range(count):
         members = np.flatnonzero(clusters.labels_ == cluster)
         if len(members):
-            chosen.append(shortlist[members[distances[members].argmin()]])
-    chosen = np.array(chosen)
+            nearest.append(shortlist[members[distances[members].argmin()]])
+    chosen = np.array(nearest)
     return chosen[np.argsort(-scores[chosen])]
 
 

@@ -76,15 +76,16 @@ class EmotionPrediction(BaseModel):
 
 class Feedback(BaseModel):
     request_id: str = Field(pattern=REQUEST_ID, description="The request_id of a prediction.")
-    # Defaults are not validated: a key left out is None, an explicit null is refused.
-    label: str = Field(
+    # Defaults are not validated: a key left out is None, an explicit null is refused (so the
+    # types say str, not str | None: the document must not admit null).
+    label: str = Field(  # type: ignore[assignment]
         default=None,
         min_length=1,
         max_length=LABEL_CHARS,
         description="The true emotion (give this or labels).",
     )
     labels: list[Annotated[str, Field(min_length=1, max_length=LABEL_CHARS)]] = Field(
-        default=None,
+        default=None,  # type: ignore[arg-type]
         min_length=1,
         max_length=100,  # the served model's own limit (core.labels.FeedbackRule) is checked by the service
         description="The true emotions (give this or label); more than one for a multi-label model only.",

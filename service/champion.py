@@ -40,6 +40,8 @@ class ServedModel:
     def predict(self, texts: list[str]) -> list[tuple[ServedModel, Prediction]]:
         """One forward over ``texts``; each result carries the model that made it, so a swap
         while a batch runs never mislabels one."""
+        if self.predictor is None:
+            raise RuntimeError(f"{self.name} v{self.version} was described without its predictor")
         return [(self, prediction) for prediction in self.predictor.predict(texts)]
 
     @cached_property

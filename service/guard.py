@@ -104,9 +104,10 @@ class RequestGuard:
                 break
         body = b"".join(chunks)
         if path == "/predict_batch" and b'"input"' in body:  # only then is it parsed twice
-            body = _texts_under_their_own_name(body)
-            if body is None:
+            renamed = _texts_under_their_own_name(body)
+            if renamed is None:
                 return await _reply(send, 400, "give the texts as 'texts' or as 'input', not both")
+            body = renamed
             scope = {
                 **scope,
                 "headers": [
@@ -181,7 +182,7 @@ class RequestGuard:
         # Every key is compared, each with compare_digest: the time taken says nothing about
         # which key, or how much of one, matched.
         matched = None
-        for name, key in self.api_keys.items():
+        for name, key in (self.api_keys or {}).items():
             if hmac.compare_digest(given, key):
                 matched = name
         return matched
@@ -294,7 +295,7 @@ def bound_endpoint_labels() -> None:
     if getattr(original, "_emotion_bounded", False):
         return
 
-    class BoundedLabelsMetricsMiddleware(original):
+    class BoundedLabelsMetricsMiddleware(original):  # type: ignore[valid-type,misc]
         _emotion_bounded = True
 
         def __init__(self, app, *args, **kwargs):
@@ -313,4 +314,4 @@ def bound_endpoint_labels() -> None:
                     scope = {**scope, "path": label, "_emotion_real_path": scope["path"]}
             await super().__call__(scope, receive, send)
 
-    instruments.RunnerTrafficMetricsMiddleware = BoundedLabelsMetricsMiddleware
+    instruments.RunnerTrafficMetricsMiddleware = BoundedLabelsMetricsMiddleware  # type: ignore[misc]

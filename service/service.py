@@ -129,14 +129,14 @@ class EmotionService:
         self.writer.close()
 
     @bentoml.api(route="/predict")
-    async def predict(self, text: Text) -> EmotionPrediction:
+    async def predict(self, text: Text) -> EmotionPrediction:  # type: ignore[valid-type]
         """Classify one text."""
         return (await self._predict([text]))[0]
 
     @bentoml.api(route="/predict_batch")
     async def predict_batch(
         self,
-        texts: Annotated[
+        texts: Annotated[  # type: ignore[valid-type]
             list[Text],
             Field(min_length=1, max_length=MAX_BATCH_TEXTS, description=f"1 to {MAX_BATCH_TEXTS} texts."),
         ],
@@ -335,7 +335,7 @@ class EmotionService:
         """The exact OpenAPI document, with the served model's labels (rebuilt on a swap)."""
         labels = tuple(self.holder.current.labels)
         if self._document is None or self._document[0] != labels:
-            generated = EmotionService.openapi_spec.asdict()
+            generated = EmotionService.openapi_spec.asdict()  # type: ignore[attr-defined]
             document = exact_document(
                 generated,
                 list(labels),
@@ -346,7 +346,7 @@ class EmotionService:
         return JSONResponse(self._document[1])
 
 
-EmotionService.add_asgi_middleware(
+EmotionService.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
     api_keys=SETTINGS.named_api_keys(),
     max_body_bytes=SETTINGS.body_limit_bytes,

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import mlflow
 import numpy as np
@@ -56,6 +56,9 @@ from training.train import (
     set_seed,
     validation_scores,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,7 @@ _ENCODERS = {
 }
 
 
-def student_from(teacher: torch.nn.Module, layers: int) -> tuple[torch.nn.Module, list[int]]:
+def student_from(teacher: PreTrainedModel, layers: int) -> tuple[torch.nn.Module, list[int]]:
     """A copy of ``teacher`` that keeps ``layers`` evenly spaced encoder layers, the first
     included (0, 2, 4 of six); embeddings and the classifier head are the teacher's own."""
     model_type = teacher.config.model_type
@@ -123,17 +126,20 @@ def student_from(teacher: torch.nn.Module, layers: int) -> tuple[torch.nn.Module
     kept = sorted({int(index * total / layers + 0.5) for index in range(layers)})
     student = copy.deepcopy(teacher)
     encoder = student.get_submodule(path)
-    encoder.layer = torch.nn.ModuleList([encoder.layer[index] for index in kept])
+    layer_list = cast(torch.nn.ModuleList, encoder.layer)
+    encoder.layer = torch.nn.ModuleList([layer_list[index] for index in kept])
     setattr(student.config, count_key, len(kept))
     return student, kept
 
 
 @torch.inference_mode()
-def teacher_logits(model: torch.nn.Module, encoded: list[list[int]], pad_id: int, batch_size: int, device):
+def teacher_logits(
+    model: PreTrainedModel, encoded: list[list[int]], pad_id: int, batch_size: int, device: torch.device
+) -> np.ndarray:
     """The teacher's logits for every encoded text, in length-sorted batches (little padding)."""
     model.eval()
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
-    logits = np.zeros((len(encoded), model.config.num_labels), dtype=np.float32)
+    logits = np.zeros((len(encoded), cast(int, model.config.num_labels)), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         input_ids, attention_mask = pad_batch([encoded[i] for i in rows], pad_id)
@@ -216,7 +222,7 @@ def distill_and_register(
     )
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     started = time.perf_counter()
-    soft_targets = teacher_logits(teacher, encoded, tokenizer.pad_token_id, config.eval_batch_size, device)
+    teacher_answers = teacher_logits(teacher, encoded, tokenizer.pad_token_id, config.eval_batch_size, device)
     teacher_seconds = time.perf_counter() - started
     del teacher
     log.info("teacher answered %d texts in %.0f s", len(texts), teacher_seconds)
@@ -228,7 +234,7 @@ def distill_and_register(
     eval_every = max(1, config.steps // config.evaluations)
     rng = np.random.default_rng(config.seed)
     best_f1, best_state, best_thresholds, history, step = -1.0, None, None, [], 0
-    soft_targets = torch.from_numpy(soft_targets)
+    soft_targets = torch.from_numpy(teacher_answers)
     bar = tqdm(total=config.steps, desc="distilling", unit="step", disable=not progress)
     while step < config.steps:
         for batch in length_grouped_batches(encoded, config.batch_size, rng):
@@ -266,7 +272,8 @@ def distill_and_register(
             if step >= config.steps:
                 break
     bar.close()
-    student.load_state_dict(best_state)
+    if best_state is not None:  # the first validation pass sets it
+        student.load_state_dict(best_state)
     if best_thresholds is not None:
         predictor.set_thresholds(best_thresholds)  # saved with the model (config.json)
     student = student.to("cpu").eval()

@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -202,8 +203,8 @@ def evaluate_and_register(
             },
         }
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
         _log_evaluation(test, scratch, title)
         version = _log_and_register(
             settings, predictor, dataset, config, base, test, scratch, by_source, device, card_extra
@@ -321,7 +322,7 @@ def _scores_by_source(dataset: EmotionDataset, predicted) -> dict[str, dict]:
     if "source" not in test or test["source"].nunique() < 2:
         return {}
     truth = dataset.label_matrix("test") if dataset.multilabel else np.array(dataset.label_ids("test"))
-    scores = {}
+    scores: dict[str, dict[str, Any]] = {}
     for source, rows in test.groupby("source").indices.items():
         if dataset.multilabel:
             result = evaluate_multilabel(truth[rows], predicted[rows], dataset.labels)

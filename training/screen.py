@@ -82,11 +82,11 @@ class ScreenReport:
     @property
     def raised_ngrams(self) -> dict[str, str]:
         """Each n-gram the backdoor check raised, with the label it carried."""
-        return {f.subject: f.label for f in self.findings if f.check == "backdoor"}
+        return {f.subject: f.label for f in self.findings if f.check == "backdoor" and f.label is not None}
 
     def summary(self) -> dict:
         """What the retrain report and the model card say about the screen."""
-        by_check = Counter()
+        by_check: Counter[str] = Counter()
         for finding in self.findings:
             by_check[finding.check] += len(finding.rows)
         return {

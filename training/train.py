@@ -133,12 +133,13 @@ def fine_tune(
         torch.set_num_threads(config.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_path)
     multilabel = dataset.multilabel
+    kind: dict[str, Any] = {"problem_type": MULTI_LABEL} if multilabel else {}
     model = AutoModelForSequenceClassification.from_pretrained(
         base_model_path,
         num_labels=len(dataset.labels),
         id2label=dataset.id2label,
         label2id=dataset.label2id,
-        **({"problem_type": MULTI_LABEL} if multilabel else {}),
+        **kind,
     ).to(device)
     on_gpu = device.type == "cuda"
     # Native bf16 only: emulated bf16 (older GPUs) is slower than fp16 with loss scaling.
@@ -150,12 +151,14 @@ def fine_tune(
     scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and half == torch.float16)
 
     texts = dataset.texts("train")
-    labels = dataset.label_matrix("train") if multilabel else dataset.label_ids("train")
+    # A label matrix (multi-label) or a list of label ids.
+    labels: Any = dataset.label_matrix("train") if multilabel else dataset.label_ids("train")
     if config.max_train_samples and config.max_train_samples < len(texts):
         keep = np.random.default_rng(config.seed).choice(len(texts), config.max_train_samples, replace=False)
         texts = [texts[i] for i in keep]
         labels = labels[keep] if multilabel else [labels[i] for i in keep]
     encoded = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
+    loss_function: torch.nn.Module
     if multilabel:
         weights = positive_weights(labels, config.class_weighting)
         loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=None if weights is None else weights.to(device))
@@ -319,12 +322,14 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
     ]
 
 
-def length_grouped_batches(encoded: list[list[int]], batch_size: int, rng: np.random.Generator):
+def length_grouped_batches(
+    encoded: list[list[int]], batch_size: int, rng: np.random.Generator
+) -> list[list[int]]:
     """Shuffled batches of similar lengths: shuffle, sort within chunks of 50 batches, shuffle
     the batches. Padding drops sharply while each epoch's order still varies."""
     order = rng.permutation(len(encoded))
     chunk = batch_size * 50
-    batches = []
+    batches: list[list[int]] = []
     for start in range(0, len(order), chunk):
         block = sorted(order[start : start + chunk], key=lambda i: len(encoded[i]))
         batches.extend(block[i : i + batch_size] for i in range(0, len(block), batch_size))

@@ -16,35 +16,42 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+Result = TypeVar("Result")
+# One request waiting: its texts, and the future its caller awaits.
+Request = tuple[list[str], "asyncio.Future[list[Result]]"]
 
 
 class Overloaded(RuntimeError):
     """The model's queue is full; the client should retry later."""
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[Result]):
+    """Batches concurrent ``submit`` calls into ``run_batch`` calls, one text's result each."""
+
     def __init__(
         self,
-        run_batch: Callable[[list[str]], list[dict]],
+        run_batch: Callable[[list[str]], list[Result]],
         max_batch: int = 64,
         max_wait_ms: float = 0.0,
         max_queued_texts: int = 2048,
         on_batch: Callable[[int], None] | None = None,
-    ):
+    ) -> None:
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.max_queued_texts = max_queued_texts
         self.on_batch = on_batch or (lambda size: None)
         self.queued_texts = 0
-        self._counted: dict[asyncio.Future, int] = {}
+        self._counted: dict[asyncio.Future[list[Result]], int] = {}
         self.computed_texts = 0
-        self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
+        self._queue: asyncio.Queue[Request[Result]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
         # One thread: forwards never overlap (torch already spreads one over the cores).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
 
-    async def submit(self, texts: list[str]) -> list[dict]:
+    async def submit(self, texts: list[str]) -> list[Result]:
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self.queued_texts = 0
@@ -55,7 +62,7 @@ class MicroBatcher:
                 f"the model has {self.queued_texts} texts queued (limit {self.max_queued_texts}); "
                 "retry shortly"
             )
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         self.queued_texts += len(texts)
         self._counted[future] = len(texts)
         # A caller that goes away frees its place in the queue at once, not when it is dequeued.
@@ -63,18 +70,18 @@ class MicroBatcher:
         self._queue.put_nowait((texts, future))
         return await future
 
-    def _release(self, future) -> None:
+    def _release(self, future: asyncio.Future[list[Result]]) -> None:
         """Take a request's texts off the queue count, once (on dequeue or on cancel)."""
         self.queued_texts -= self._counted.pop(future, 0)
 
-    def _take(self, item) -> bool:
+    def _take(self, item: Request[Result]) -> bool:
         """Account for a dequeued request; False when its caller is gone (skip it)."""
         self._release(item[1])
         return not item[1].done()
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        carried = None  # a request too big to join the last batch leads the next one
+        carried: Request[Result] | None = None  # a request too big to join the last batch leads the next one
         while True:
             first = carried
             carried = None

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,7 @@ class NoveltyIndex:
         similarity = unit(pooled) @ self.embeddings.T  # rows by index rows
         k = min(self.neighbours, similarity.shape[1])
         nearest = np.partition(similarity, similarity.shape[1] - k, axis=1)[:, -k:]
-        return (1.0 - nearest.mean(axis=1)).astype(np.float32)
+        return np.asarray(1.0 - nearest.mean(axis=1), dtype=np.float32)
 
     @classmethod
     def calibrated(
@@ -67,7 +69,7 @@ class NoveltyIndex:
         threshold = float(scores[len(scores) - above - 1]) if len(scores) else math.inf
         return cls(draft.embeddings, neighbours, threshold, (above + 1) / (len(scores) + 1), len(scores))
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "neighbours": self.neighbours,
             "index_rows": len(self.embeddings),
@@ -98,11 +100,11 @@ class NoveltyIndex:
 
 def unit(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return np.asarray(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
 
 
 def cached_index(
-    embed,
+    embed: Callable[[list[str]], np.ndarray],
     index_texts: list[str],
     calibration_texts: list[str],
     path: Path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,17 +44,30 @@ class Prediction:
     novel: bool | None = None
 
 
+class SequenceClassifier(Protocol):
+    """What the predictor needs of a model: a transformers sequence classifier, or the ONNX
+    Runtime session that stands in for one (``core.inference.runtime``)."""
+
+    config: Any
+
+    def eval(self) -> Any: ...
+
+    def __call__(
+        self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> Any: ...
+
+
 class EmotionPredictor:
     """Batched, length-sorted inference with a tokenizer and a sequence-classification model."""
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        tokenizer,
+        model: SequenceClassifier,
+        tokenizer: Any,
         max_length: int = 128,
         batch_size: int = 64,
         forward_cost_tokens: int = FORWARD_COST_TOKENS,
-    ):
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -84,7 +98,7 @@ class EmotionPredictor:
         return chosen
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, **kwargs) -> EmotionPredictor:
+    def from_dir(cls, model_dir: str | Path, **kwargs: Any) -> EmotionPredictor:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -107,20 +121,24 @@ class EmotionPredictor:
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> np.ndarray:
         """Each text's mean-pooled last hidden state (what novelty is measured on)."""
-        return self._forward(texts, pooled=True)[2]
+        return self.proba_and_embed(texts)[1]
 
     @torch.inference_mode()
     def proba_and_embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``predict_proba`` and ``embed`` from one forward pass."""
         probabilities, _, pooled = self._forward(texts, pooled=True)
+        assert pooled is not None  # asked for
         return probabilities, pooled
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         with torch.inference_mode():
             probabilities, token_counts, pooled = self._forward(texts, pooled=self.novelty is not None)
         decided = self.decisions(probabilities)
-        novelty = self.novelty.score(pooled) if self.novelty is not None else [None] * len(texts)
-        threshold = self.novelty.threshold if self.novelty is not None else None
+        novelty: list[float | None] = [None] * len(texts)
+        threshold = 0.0
+        if self.novelty is not None and pooled is not None:
+            novelty = [float(score) for score in self.novelty.score(pooled)]
+            threshold = self.novelty.threshold
         predictions = []
         for row, chosen, tokens, score in zip(probabilities, decided, token_counts, novelty, strict=True):
             best = int(row.argmax())
@@ -133,7 +151,7 @@ class EmotionPredictor:
                     truncated=tokens > self.max_length,
                     tokens=min(tokens, self.max_length),
                     emotions=tuple(self.labels[i] for i in picked[np.argsort(-row[picked], kind="stable")]),
-                    novelty=None if score is None else float(score),
+                    novelty=score,
                     novel=None if score is None else bool(score > threshold),
                 )
             )
@@ -178,7 +196,7 @@ class EmotionPredictor:
         return output, token_counts, embeddings
 
 
-def pooled_output(result, attention_mask: torch.Tensor) -> np.ndarray:
+def pooled_output(result: Any, attention_mask: torch.Tensor) -> np.ndarray:
     """The mean of the last hidden state over each text's tokens (an ONNX Runtime model returns
     it computed in its graph). NumPy, not torch: see the note on softmax above."""
     ready = getattr(result, "pooled", None)
@@ -186,7 +204,7 @@ def pooled_output(result, attention_mask: torch.Tensor) -> np.ndarray:
         return np.asarray(ready, dtype=np.float32)
     hidden = result.hidden_states[-1].float().cpu().numpy()
     mask = attention_mask.cpu().numpy()[:, :, None].astype(np.float32)
-    return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
+    return np.asarray((hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0))
 
 
 def length_buckets(lengths: list[int], max_batch: int, forward_cost_tokens: int) -> list[tuple[int, int]]:

@@ -20,7 +20,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def load_predictor(
     threads: int | None = None,
     cache_dir: Path | None = None,
     spinning: bool = False,
-    **predictor_options,
+    **predictor_options: Any,
 ) -> EmotionPredictor:
     """A predictor for the model saved in ``model_dir`` on ``runtime``, int8 when ``quantize``.
 
@@ -80,7 +80,10 @@ def load_predictor(
 
 def quantize_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
     """int8 weights for every Linear layer, activations quantized on the fly (CPU inference)."""
-    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+        model, {torch.nn.Linear}, dtype=torch.qint8
+    )
+    return quantized
 
 
 def exported_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
@@ -143,11 +146,13 @@ def _quantize(source: Path, target: Path) -> None:
 class _WithPooled(torch.nn.Module):
     """The classifier's logits and its mean-pooled last hidden state, for export."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         result = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         hidden = result.hidden_states[-1]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -164,7 +169,7 @@ class OnnxSequenceClassifier:
     """An exported sequence classifier on ONNX Runtime, called like the transformers model it
     came from (``model(input_ids=..., attention_mask=...).logits``), with its ``config``."""
 
-    def __init__(self, path: Path, config, threads: int | None = None, spinning: bool = False):
+    def __init__(self, path: Path, config: Any, threads: int | None = None, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -181,7 +186,7 @@ class OnnxSequenceClassifier:
         return self
 
     def __call__(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+        self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
     ) -> OnnxOutput:
         """``output_hidden_states`` asks for ``pooled`` (the graph has no other hidden state)."""
         feeds = {"input_ids": _numpy(input_ids), "attention_mask": _numpy(attention_mask)}

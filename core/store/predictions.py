@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -31,7 +32,7 @@ class TrafficWindow:
     until: datetime | None = None
     model_name: str | None = None
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         kind = "time_range" if self.since or self.until else "last_rows"
         return {
             "kind": kind,
@@ -53,7 +54,7 @@ class PredictionStore:
         """Every table of the store, the report index's too (the writer makes them at start)."""
         create_schema(self.engine)
 
-    def insert_many(self, rows: list[dict]) -> None:
+    def insert_many(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         rows = [{**NULLABLE_DEFAULTS, **row} for row in rows]
@@ -85,7 +86,7 @@ class PredictionStore:
 
     def record_feedback_or_pending(
         self, request_id: str, label: str, keep_hours: float, source: str | None = None
-    ) -> dict | None:
+    ) -> dict[str, Any] | None:
         """Label a logged prediction and return its row; when it is not logged yet (still queued
         in another worker or pod), keep the label as pending and return None.
 
@@ -132,22 +133,22 @@ class PredictionStore:
             pending = connection.execute(
                 sa.select(feedback_pending).where(feedback_pending.c.request_id.in_(ids))
             ).all()
-            for request_id, label, received_at, source in pending:
+            for waiting in pending:
                 updated = connection.execute(
                     predictions.update()
-                    .where(predictions.c.id == request_id)
-                    .values(**_fresh_label(label, source, received_at))
+                    .where(predictions.c.id == waiting.request_id)
+                    .values(**_fresh_label(waiting.label, waiting.source, waiting.received_at))
                 )
                 if updated.rowcount:
                     connection.execute(
-                        feedback_pending.delete().where(feedback_pending.c.request_id == request_id)
+                        feedback_pending.delete().where(feedback_pending.c.request_id == waiting.request_id)
                     )
 
     def pending_feedback_count(self) -> int:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(sa.func.count()).select_from(feedback_pending)).scalar_one()
 
-    def get(self, request_id: str) -> dict | None:
+    def get(self, request_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as connection:
             row = connection.execute(predictions.select().where(predictions.c.id == request_id)).first()
         return dict(row._mapping) if row else None
@@ -167,7 +168,7 @@ class PredictionStore:
         max_chars: int,
         chunk_rows: int = CHUNK_ROWS,
         with_probabilities: bool = False,
-    ) -> Iterator[tuple]:
+    ) -> Iterator[tuple[Any, ...]]:
         """The window's rows, newest first, as (created_at, text, emotion, confidence,
         feedback_label, novelty, novel), plus each row's probabilities with ``with_probabilities`` (a
         multi-label model's decided labels come from them), streamed in chunks of
@@ -286,7 +287,7 @@ class PredictionStore:
             .limit(limit)
         )
         with self.engine.connect() as connection:
-            texts = connection.execute(query).scalars().all()
+            texts: list[str] = list(connection.execute(query).scalars())
         return list(dict.fromkeys(text for text in texts if text))
 
 
@@ -303,7 +304,7 @@ FEEDBACK_COLUMNS = [
 ]
 
 
-def _fresh_label(label: str, source: str | None, at: datetime) -> dict:
+def _fresh_label(label: str, source: str | None, at: datetime) -> dict[str, Any]:
     # A new label is a new claim: whatever the screen said about the old one no longer holds.
     return {
         "feedback_label": label,

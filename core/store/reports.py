@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -49,7 +50,7 @@ class ReportNotFound(LookupError):
 class ReportIndex:
     engine: Engine
 
-    def add(self, summary: dict) -> None:
+    def add(self, summary: dict[str, Any]) -> None:
         quality = summary.get("quality") or {}
         with self.engine.begin() as connection:
             connection.execute(
@@ -70,7 +71,7 @@ class ReportIndex:
                 )
             )
 
-    def get(self, report_id: str) -> dict:
+    def get(self, report_id: str) -> dict[str, Any]:
         with self.engine.connect() as connection:
             row = connection.execute(drift_reports.select().where(drift_reports.c.id == report_id)).first()
         if row is None:
@@ -83,7 +84,7 @@ class ReportIndex:
         status: str | None = None,
         model_name: str | None = None,
         model_version: str | None = None,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         query = drift_reports.select().order_by(drift_reports.c.created_at.desc()).limit(limit)
         if status:
             query = query.where(drift_reports.c.status == status)
@@ -94,7 +95,7 @@ class ReportIndex:
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 
-    def find(self, report_id: str) -> dict | None:
+    def find(self, report_id: str) -> dict[str, Any] | None:
         """A report by id, or the newest for ``latest``; None when there is none."""
         if report_id == "latest":
             return self.latest()
@@ -103,7 +104,7 @@ class ReportIndex:
         except ReportNotFound:
             return None
 
-    def named(self, report_id: str) -> dict:
+    def named(self, report_id: str) -> dict[str, Any]:
         """A report by id, or the newest for ``latest``; ``ReportNotFound`` when there is none."""
         if report_id != "latest":
             return self.get(report_id)
@@ -112,11 +113,11 @@ class ReportIndex:
             raise ReportNotFound("no drift reports yet; run 'emotion-ops drift'")
         return report
 
-    def latest(self) -> dict | None:
+    def latest(self) -> dict[str, Any] | None:
         rows = self.list(limit=1)
         return rows[0] if rows else None
 
-    def acknowledge(self, report_id: str, by: str, note: str | None = None) -> dict:
+    def acknowledge(self, report_id: str, by: str, note: str | None = None) -> dict[str, Any]:
         """Mark a report as reviewed. A report the trigger already acted on keeps that status."""
         report = self.get(report_id)
         values = {"acked_by": by, "acked_at": datetime.now(UTC), "note": note}
@@ -144,7 +145,7 @@ class ReportIndex:
             value = connection.execute(query).scalar_one_or_none()
         return _aware(value)
 
-    def _update(self, report_id: str, **values) -> None:
+    def _update(self, report_id: str, **values: object) -> None:
         with self.engine.begin() as connection:
             updated = connection.execute(
                 drift_reports.update().where(drift_reports.c.id == report_id).values(**values)
@@ -153,7 +154,7 @@ class ReportIndex:
             raise ReportNotFound(f"no drift report '{report_id}'")
 
 
-def reviewed(report: dict) -> dict:
+def reviewed(report: dict[str, Any]) -> dict[str, Any]:
     """A report as a reviewer reads it: its summary, with its review and trigger fields (times
     in ISO form) under ``review``."""
     review = {
@@ -164,7 +165,7 @@ def reviewed(report: dict) -> dict:
     return {**report["summary"], "review": review}
 
 
-def listing(report: dict) -> dict:
+def listing(report: dict[str, Any]) -> dict[str, Any]:
     """A report row as the service's /reports lists it."""
     return {key: report[key] for key in LISTED_FIELDS}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 # Linear time on any input: a match may only start where a run of its characters starts (the
 # look-behinds), and a run is either taken whole without backtracking (possessive ++, e-mail)
@@ -48,7 +49,7 @@ def prediction_row(
     redacted: bool = False,
     novelty: float | None = None,
     novel: bool | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The ``predictions`` row of one classified text (``redacted``: with e-mail addresses,
     URLs and phone numbers replaced)."""
     return {

@@ -8,8 +8,11 @@ tables through ``core.store`` only; nothing else holds SQL for them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import dml as postgresql_dml
+from sqlalchemy.dialects.sqlite import dml as sqlite_dml
 from sqlalchemy.engine import Engine
 
 from core.labels import LABEL_CHARS
@@ -115,7 +118,7 @@ def create_store_engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection, _record):
+        def _sqlite_pragmas(connection: Any, _record: object) -> None:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -125,18 +128,18 @@ def create_store_engine(url: str) -> Engine:
     return engine
 
 
-def insert_on_key(engine: Engine, table: sa.Table, key: str, update: tuple[str, ...] = ()):
+def insert_on_key(engine: Engine, table: sa.Table, key: str, update: tuple[str, ...] = ()) -> sa.Insert:
     """An INSERT, executed with the rows as parameters, that skips rows whose ``key`` exists or,
     given ``update``, overwrites those columns from the new row (the later write wins). SQLite
     and PostgreSQL have both; another database gets a plain INSERT."""
     dialect = engine.dialect.name
+    statement: sqlite_dml.Insert | postgresql_dml.Insert
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        statement = sqlite_dml.insert(table)
     elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        statement = postgresql_dml.insert(table)
     else:
         return table.insert()
-    statement = insert(table)
     if not update:
         return statement.on_conflict_do_nothing(index_elements=[key])
     return statement.on_conflict_do_update(

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -86,7 +87,7 @@ class PredictionLogWriter:
         # of spooled files (a second replay is harmless, inserts skip ids already present). A
         # young claim belongs to a live process (another worker) and is left to it.
         self._reclaim_stale_claims(stale_claim_seconds)
-        self._queue: queue.Queue[dict] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queue)
         self._queued_bytes = 0
         self._bytes_lock = threading.Lock()
         self._spool_size = self.spool_bytes()
@@ -110,7 +111,7 @@ class PredictionLogWriter:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, rows: list[dict]) -> None:
+    def submit(self, rows: list[dict[str, Any]]) -> None:
         """Queue rows without blocking; past the row or byte bound they go to the spool."""
         overflow = []
         for row in rows:
@@ -195,7 +196,7 @@ class PredictionLogWriter:
             self._spool_size = self.spool_bytes()
             self.on_spool_bytes(self._spool_size)
 
-    def _drain(self, max_rows: int | None, wait: float = 0.0, linger: float = 0.0) -> list[dict]:
+    def _drain(self, max_rows: int | None, wait: float = 0.0, linger: float = 0.0) -> list[dict[str, Any]]:
         """Up to ``max_rows`` rows: waits ``wait`` for the first, then ``linger`` for more to
         gather, so a steady trickle becomes a few large transactions instead of one per request
         (each costs the request path's GIL far more than its rows do)."""
@@ -211,13 +212,13 @@ class PredictionLogWriter:
         self._release_bytes(rows)
         return rows
 
-    def _release_bytes(self, rows: list[dict]) -> None:
+    def _release_bytes(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             released = sum(_row_bytes(row) for row in rows)
             with self._bytes_lock:
                 self._queued_bytes -= released
 
-    def _write(self, rows: list[dict]) -> None:
+    def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
             self._insert(rows)
         except Exception as error:
@@ -239,12 +240,12 @@ class PredictionLogWriter:
         )
         return about_rows and self.store.answers()
 
-    def _insert(self, rows: list[dict]) -> None:
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
         self._ensure_schema()
         for start in range(0, len(rows), self.batch_size):
             self.store.insert_many(rows[start : start + self.batch_size])
 
-    def _insert_isolating_rejects(self, rows: list[dict]) -> None:
+    def _insert_isolating_rejects(self, rows: list[dict[str, Any]]) -> None:
         """Split the batch until each refused row is alone; write the rest, set those aside.
 
         A batch with one bad row costs about 2 log2(n) extra inserts, not n.
@@ -265,7 +266,7 @@ class PredictionLogWriter:
                     continue
                 self._insert_isolating_rejects(half)
 
-    def _reject(self, rows: list[dict], error: Exception) -> None:
+    def _reject(self, rows: list[dict[str, Any]], error: Exception) -> None:
         """Set refused rows aside in ``rejected/`` (counted against the spool's limit) for an
         operator; never replayed, since the database would refuse them again."""
         log.error(
@@ -289,7 +290,7 @@ class PredictionLogWriter:
             self.store.create_schema()
             self._schema_ready = True
 
-    def _spool(self, rows: list[dict]) -> None:
+    def _spool(self, rows: list[dict[str, Any]]) -> None:
         """Keep rows on disk for a later replay; never raises (it runs on the request path when
         the queue is full): rows the spool cannot take are counted as dropped. The size check
         reads a counter (rescanned each cycle by the writer thread), not the folder."""
@@ -302,7 +303,7 @@ class PredictionLogWriter:
             log.error("prediction log: %d rows dropped, the spool cannot take them: %s", len(rows), error)
             self.on_dropped(len(rows))
 
-    def _write_file(self, folder: Path, rows: list[dict]) -> int:
+    def _write_file(self, folder: Path, rows: list[dict[str, Any]]) -> int:
         """Write rows as one JSON-lines file; returns its size in bytes."""
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
         partial = folder / f"{name}.partial"
@@ -354,19 +355,19 @@ class PredictionLogWriter:
             log.info("replayed %d spooled prediction rows from %s", len(rows), path.name)
 
 
-def _row_bytes(row: dict) -> int:
+def _row_bytes(row: dict[str, Any]) -> int:
     # The text dominates a row; the rest is a few hundred bytes.
     return len(row.get("text", "")) + 300
 
 
-def _json_default(value):
+def _json_default(value: object) -> dict[str, str]:
     if isinstance(value, datetime):
         return {"__datetime__": value.isoformat()}
     raise TypeError(f"cannot spool {type(value).__name__}")
 
 
-def _from_json(line: str) -> dict:
-    row = json.loads(line)
+def _from_json(line: str) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(line)
     for key, value in row.items():
         if isinstance(value, dict) and "__datetime__" in value:
             row[key] = datetime.fromisoformat(value["__datetime__"])

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
@@ -52,7 +52,8 @@ def training_settings(label_set: str | None = None, task: str | None = None) -> 
     if task is not None and task not in ("single", "multilabel"):
         raise ValueError(f"unknown task '{task}'; choose 'single' or 'multilabel'")
     # Built with the task, not copied: the task picks the registered model's name.
-    settings = TrainingSettings(**({"task": task} if task else {}))
+    chosen: dict[str, Any] = {"task": task} if task else {}
+    settings = TrainingSettings(**chosen)
     if label_set is not None:
         from training.label_sets import label_set_named
 

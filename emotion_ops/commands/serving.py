@@ -52,7 +52,7 @@ def up(
     """Bring the stack up on embedded defaults: train and promote a model if there is no champion,
     then serve it."""
     quiet_libraries()
-    from core.registry import CHAMPION, connect, version_by_alias
+    from core.registry import CHAMPION, RegistryError, connect, version_by_alias
     from training.pipeline import train_first_champion
 
     settings = training_settings(label_set)
@@ -67,6 +67,8 @@ def up(
         if not result.decision.passed:
             raise typer.Exit(1)
         champion = version_by_alias(connect(settings), settings.model_name, CHAMPION)
+        if champion is None:
+            raise RegistryError(f"version {result.challenger_version} passed the gate but is not champion")
     tags = champion.tags or {}
     typer.echo(
         f"champion: {settings.model_name} version {champion.version} "
