@@ -55,6 +55,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 import uuid
 import warnings
@@ -629,7 +630,7 @@ def analyse(
         )
         try:
             quality_html = run_dir / "quality.html"
-            quality_report(reference, labelled, labels).save_html(str(quality_html))
+            write_report_html(quality_report(reference, labelled, labels), quality_html)
             result.quality_html_path = str(quality_html)
         except Exception as error:  # the figures above stand without Evidently's page
             log.warning("classification report failed: %s", error)
@@ -642,9 +643,39 @@ def analyse(
         drifted = any(test["drifted"] for test in result.tests.values())
         result.verdict = VERDICT_DRIFT if drifted else VERDICT_NO_DRIFT
         html = run_dir / "drift.html"
-        snapshot.save_html(str(html))
+        write_report_html(snapshot, html)
         result.html_path = str(html)
 
     result.duration_seconds = time.perf_counter() - started
     (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     return result
+
+
+# Evidently's page holds its data as JSON in a <script> block: "var <id> = {...};" then
+# "var additional_graphs_<id> = {...};". json.dumps writes no raw newline, so each JSON ends
+# exactly where its line does, whatever the logged texts inside it hold.
+_DATA_BLOCK = re.compile(
+    r"(<script>\n\s*var (metric_[0-9a-f]+) = )(.*?)(;\n\s*var additional_graphs_\2 = )(.*?)(;\n</script>)",
+    re.S,
+)
+
+
+def script_safe_json(encoded: str) -> str:
+    """JSON text that no HTML parser can end early: ``<``, ``>`` and ``&`` (which only ever
+    stand inside strings in JSON) as ``\\u`` escapes, the same strings to the script."""
+    return encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def write_report_html(snapshot, path: Path) -> None:
+    """Save an Evidently report page with its data escaped for the <script> block it sits in.
+
+    Evidently embeds logged texts verbatim, so a text holding ``</script><img onerror=...>``
+    would end the block and run as markup in a reviewer's browser (stored XSS). A page whose
+    data block is not where this expects it (another Evidently) is not written at all."""
+    page = snapshot.get_html_str(as_iframe=False)
+    found = _DATA_BLOCK.search(page)
+    if found is None or _DATA_BLOCK.search(page, found.end()) is not None:
+        raise RuntimeError("Evidently's report page has an unexpected layout: not written unescaped")
+    head, dashboard, middle, graphs, tail = found.group(1, 3, 4, 5, 6)
+    safe = head + script_safe_json(dashboard) + middle + script_safe_json(graphs) + tail
+    path.write_text(page[: found.start()] + safe + page[found.end() :], encoding="utf-8")

@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from rich.markup import escape
 
 from core.settings import TrainingSettings
+from core.text import for_terminal
 
 DataOption = Annotated[
     str | None,
@@ -121,3 +123,10 @@ def whole_numbers(value: str, option: str) -> tuple[int, ...]:
     if any(number < 1 for number in parsed):
         raise ValueError(f"{option} values must be at least 1")
     return parsed
+
+
+def shown(value: object, limit: int | None = None) -> str:
+    """A stored value (a logged text, a label, a reason) as a rich table cell: its control
+    characters shown, not run, and its square brackets as text, not markup."""
+    text = for_terminal("" if value is None else str(value))
+    return escape(text[:limit] if limit else text)

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from core.settings import MonitorSettings, TrainingSettings
-from emotion_ops.commands.common import parse_time, quiet_libraries, user_errors
+from core.text import for_terminal
+from emotion_ops.commands.common import parse_time, quiet_libraries, shown, user_errors
 
 
 def print_drift(result) -> None:
@@ -65,7 +66,9 @@ def print_drift(result) -> None:
         )
         typer.echo(f"  novel rows taken for: {taken_for or 'none'}; the most novel:")
         for row in result.novelty["most_novel"][:3]:
-            typer.echo(f"    {row['novelty']:.3f} [{row['emotion']}] {row['text'][:100]}")
+            typer.echo(
+                f"    {row['novelty']:.3f} [{for_terminal(row['emotion'])}] {for_terminal(row['text'][:100])}"
+            )
     if result.label_frequency:
         current, reference = result.label_frequency["current"], result.label_frequency["reference"]
         top = sorted(current, key=current.get, reverse=True)[:5]
@@ -163,7 +166,8 @@ def _judge(files: list[Path], as_json: bool) -> None:
             mark = "DRIFT" if test["drifted"] else "ok"
             typer.echo(f"  {name:<14} p = {test['p_value']:.3g} (alpha {test['alpha']:.3g})  {mark}")
         for row in result.get("most_novel", [])[:3]:
-            typer.echo(f"  novel {row['novelty']:.3f} [{row['emotion']}] {row['text'][:100]}")
+            said, text = for_terminal(row["emotion"]), for_terminal(row["text"][:100])
+            typer.echo(f"  novel {row['novelty']:.3f} [{said}] {text}")
 
 
 reports_app = typer.Typer(help="Review drift reports: list, show, acknowledge.", no_args_is_help=True)
@@ -215,7 +219,7 @@ def _cell(column: str, value) -> str:
         return value.strftime("%Y-%m-%d %H:%M")
     if isinstance(value, float):
         return f"{value:.2f}" if column == "drifted_share" else f"{value:.3f}"
-    return str(value)
+    return shown(value)
 
 
 def _report_index():
