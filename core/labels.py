@@ -87,3 +87,8 @@ class FeedbackRule:
 
     def too_many(self, given: Sequence[str]) -> bool:
         return len(given) > self.max_labels
+
+
+# A feedback label's state: the screen accepts or quarantines it; an operator releases or drops it.
+ACCEPTED, QUARANTINED, RELEASED, DROPPED = "accepted", "quarantined", "released", "dropped"
+REVIEW_STATUSES = (QUARANTINED, RELEASED, DROPPED, ACCEPTED)

@@ -13,11 +13,8 @@ JSON-MIN) and records every label as feedback in one transaction, with the rule 
 applies (``core.labels.FeedbackRule``): unknown request ids, unknown labels, too many labels, a
 request id twice, are all refused with the rows named, and nothing is recorded.
 
-``review_labels`` lists the labels in one screen status (quarantined by default) and settles
-them: released (they may train) or dropped (never), each with who decided and when.
-
-``export_for_labelling``, ``import_label_file`` and ``review_labels`` are what ``emotion-ops
-label export|import|review`` run.
+``export_for_labelling`` and ``import_label_file`` are what ``emotion-ops label export|import``
+run; ``label review`` and the console share ``core.store.review``.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
@@ -36,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from core.labels import FeedbackRule, joined_labels
-from training.screen import ACCEPTED, DROPPED, QUARANTINED, RELEASED
+from core.text import for_spreadsheet
 
 if TYPE_CHECKING:
     from core.artifact import ModelBundle
@@ -49,7 +45,6 @@ DEFAULT_POOL_ROWS = 20_000
 FROM_NAME, TO_NAME = "emotion", "text"
 CSV_COLUMNS = ["request_id", "text", "predicted", "confidence", "novelty", "label"]
 # The screen statuses a reviewer lists, the first the default.
-REVIEW_STATUSES = (QUARANTINED, RELEASED, DROPPED, ACCEPTED)
 
 
 class LabelFileError(ValueError):
@@ -139,10 +134,12 @@ def write_export(
         folder / "tasks.json",
         folder / "label_config.xml",
     )
+    # Opened in a spreadsheet, a text starting "=" would run as a formula: such cells get a
+    # leading apostrophe (the import reads only request_id and label, never the text back).
     table = pd.DataFrame(
         {
             "request_id": rows["id"],
-            "text": rows["text"],
+            "text": rows["text"].map(for_spreadsheet),
             "predicted": rows["predicted"],
             "confidence": rows["confidence"],
             "novelty": rows["novelty"],
@@ -330,55 +327,3 @@ def import_label_file(bundle: ModelBundle, store: PredictionStore, path: Path, o
     source = f"import:{operator}:{path.name}"
     store.record_feedback_batch(checked, source)
     return LabelImport(len(checked), blank, source)
-
-
-@dataclass(frozen=True)
-class LabelReview:
-    rows: pd.DataFrame  # the labels in the status asked for (``PredictionStore.feedback_rows``)
-    settled: Counter[str]  # new status -> how many labels got it (empty: nothing decided)
-
-
-def review_labels(
-    store: PredictionStore,
-    model_name: str,
-    reviewer: str,
-    status: str = QUARANTINED,
-    matching: str | None = None,
-    release: Iterable[str] = (),
-    drop: Iterable[str] = (),
-    release_all: bool = False,
-    drop_all: bool = False,
-) -> LabelReview:
-    """The labels of ``model_name`` in ``status`` whose reason, source or label contains
-    ``matching``; those named in ``release`` or ``drop`` (or all of them) settled so, each with
-    who decided, when, and what it was before."""
-    if status not in REVIEW_STATUSES:
-        raise ValueError(f"unknown status '{status}'; choose from {list(REVIEW_STATUSES)}")
-    if release_all and drop_all:
-        raise ValueError("give --release-all or --drop-all, not both")
-    rows = store.feedback_rows(model_name, statuses=(status,))
-    if matching:
-        hay = rows["reason"].fillna("") + " " + rows["source"].fillna("") + " " + rows["label"]
-        rows = rows[hay.str.lower().str.contains(matching.lower(), regex=False)]
-    listed = set(rows["id"])
-    decisions: dict[str, str] = {}
-    for ids, new_status in ((release, RELEASED), (drop, DROPPED)):
-        for request_id in ids:
-            if request_id not in listed:
-                raise ValueError(f"request id {request_id} is not among the {status} labels listed")
-            decisions[request_id] = new_status
-    if release_all or drop_all:
-        decisions.update(dict.fromkeys(rows["id"], RELEASED if release_all else DROPPED))
-    if decisions:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
-        reasons = dict(zip(rows["id"], rows["reason"], strict=True))
-        store.set_feedback_status(
-            {
-                request_id: (
-                    new_status,
-                    f"{new_status} by {reviewer} at {stamp} (was: {reasons.get(request_id) or status})",
-                )
-                for request_id, new_status in decisions.items()
-            }
-        )
-    return LabelReview(rows, Counter(decisions.values()))

@@ -43,9 +43,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom, fisher_exact
 
+from core.labels import ACCEPTED, DROPPED, QUARANTINED, RELEASED
+
 log = logging.getLogger(__name__)
 
-ACCEPTED, QUARANTINED, RELEASED, DROPPED = "accepted", "quarantined", "released", "dropped"
 OPERATOR_DECIDED = (RELEASED, DROPPED)
 # A source needs this many rows before its agreement is judged (fewer says too little).
 MIN_SOURCE_ROWS = 30

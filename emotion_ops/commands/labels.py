@@ -1,5 +1,6 @@
 """Label commands: export the logged rows most worth a label, import labels, review the
-quarantined ones. Each is a thin layer over one function of ``monitoring.labels``."""
+quarantined ones. Each is a thin layer over one function of ``monitoring.labels`` or
+``core.store.review`` (which the console shares)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.settings import TrainingSettings
-from emotion_ops.commands.common import TaskOption, quiet_libraries, training_settings, user_errors
+from emotion_ops.commands.common import TaskOption, quiet_libraries, shown, training_settings, user_errors
 
 if TYPE_CHECKING:
     from core.artifact import ModelBundle
@@ -113,7 +114,7 @@ def label_review(
     task: TaskOption = None,
 ) -> None:
     """List the labels the screen quarantined (with why), and release or drop them."""
-    from monitoring.labels import review_labels
+    from core.store.review import review_labels
 
     settings = training_settings(task=task)
     reviewer = by or getpass.getuser()
@@ -140,7 +141,9 @@ def label_review(
     for column in ("request id", "label", "source", "reason", "text"):
         table.add_column(column, overflow="fold")
     for row in rows.head(limit).itertuples(index=False):
-        table.add_row(row.id, row.label, row.source or "", (row.reason or "")[:160], row.text[:100])
+        table.add_row(
+            shown(row.id), shown(row.label), shown(row.source), shown(row.reason, 160), shown(row.text, 100)
+        )
     Console(width=200).print(table)
     if len(rows) > limit:
         typer.echo(f"... and {len(rows) - limit} more (--limit)")
