@@ -88,30 +88,45 @@ async def closed_loop(url: str, texts: list[str], concurrency: int, requests: in
 
 
 def interleaved_load(
-    urls: dict[Case, str], texts: list[str], concurrency: int, requests: int, rounds: int, progress=print
+    urls: dict[Case, str],
+    texts: list[str],
+    concurrency: int,
+    requests: int,
+    rounds: int,
+    progress=print,
+    settle=None,
 ) -> list[LoadResult]:
     """``requests`` per case at ``concurrency`` clients, in ``rounds`` rounds that take the cases in
     turn: a machine that slows down or speeds up mid-run (2 shared cores) then affects every case
     alike instead of whichever ran at that moment. Every case gets a short warm-up first (lazy
-    imports, allocator growth, both workers' first forwards)."""
+    imports, allocator growth, both workers' first forwards). ``settle(url)`` runs after each
+    turn, before the next case's: a server that works on after its answers (the shadow) must not
+    take that work into another case's turn."""
     for url in urls.values():
         asyncio.run(closed_loop(f"{url}/predict", texts, concurrency, min(requests, 2 * concurrency)))
+        if settle is not None:
+            settle(url)
     results = {case: LoadResult(case, concurrency) for case in urls}
     per_round = [requests // rounds + (index < requests % rounds) for index in range(rounds)]
     sent = 0
     for count in per_round:
         for case, url in urls.items():
             results[case].add(*asyncio.run(closed_loop(f"{url}/predict", texts, concurrency, count, sent)))
+            if settle is not None:
+                settle(url)
         sent += count
     for result in results.values():
         progress(f"  c={concurrency} {result.case.name} {result.case.variant}: {result.row()}")
     return list(results.values())
 
 
-def serve_and_load(cases, start, texts, concurrency, requests: int, rounds: int, progress):
+def serve_and_load(
+    cases, start, texts, concurrency, requests: int, rounds: int, progress, before_stopping=None
+):
     """Start every case's server (``start(case)`` gives its context manager and URL), put them
     under the interleaved load at each client count, and measure each server's memory after
-    it; returns the load results and RSS MB by case. Every server is stopped on the way out."""
+    it; returns the load results and RSS MB by case. Every server is stopped on the way out,
+    after ``before_stopping()`` (a last read of the running servers)."""
     loads: list[LoadResult] = []
     with ExitStack() as servers:
         urls, processes = {}, {}
@@ -123,7 +138,10 @@ def serve_and_load(cases, start, texts, concurrency, requests: int, rounds: int,
         for level in concurrency:
             progress(f"load at {level} clients, {requests} requests per case in {rounds} interleaved rounds")
             loads += interleaved_load(urls, texts, level, requests, rounds, progress)
-        return loads, {case: tree_rss_mb(process) for case, process in processes.items()}
+        memory = {case: tree_rss_mb(process) for case, process in processes.items()}
+        if before_stopping is not None:
+            before_stopping()
+        return loads, memory
 
 
 def ratio(value: float, reference: float) -> float:

@@ -96,6 +96,24 @@ def machine_facts() -> dict:
     }
 
 
+def tree_cpu_seconds(process) -> float:
+    """User and system CPU of a server and every process it started, so far."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(process.pid)
+        for member in [root, *root.children(recursive=True)]:
+            try:
+                times = member.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
 def tree_rss_mb(process) -> float:
     """Resident memory of a server and every process it started (BentoML's workers)."""
     import psutil

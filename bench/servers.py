@@ -33,6 +33,7 @@ class Case:
     workers: int | None = None  # None: the service's defaults
     threads: int | None = None
     spinning: bool | None = None
+    shadow_share: float | None = None  # None: the service's default
 
     @property
     def variant(self) -> str:
@@ -55,10 +56,11 @@ def service_cases(runtime: str, precision: str) -> tuple[Case, ...]:
 BASELINE = Case("baseline", "torch", "fp32", monitoring=False)
 
 
-def serve_case(settings: ServiceSettings, work: Path, case: Case):
+def serve_case(settings: ServiceSettings, work: Path, case: Case, log_url: str | None = None):
     """The service as ``emotion-ops serve`` runs it, on a free port: (context manager, base URL).
 
-    Each server has its own BentoML home (``serve_command``), so none blanks another's metrics."""
+    Each server has its own BentoML home (``serve_command``), so none blanks another's metrics,
+    and its own prediction log (``log_url``, default a new SQLite file in ``work``)."""
     port = free_port()
     command, serve_env = serve_command(settings.model_copy(update={"port": port, "host": "127.0.0.1"}))
     env = {
@@ -74,7 +76,8 @@ def serve_case(settings: ServiceSettings, work: Path, case: Case):
         "EMOTION_MODEL_NAME": settings.multilabel_model_name
         if case.task == "multilabel"
         else settings.model_name,
-        "EMOTION_PREDICTION_LOG_URL": f"sqlite:///{work / f'predictions-{uuid.uuid4().hex[:6]}.db'}",
+        "EMOTION_PREDICTION_LOG_URL": log_url
+        or f"sqlite:///{work / f'predictions-{uuid.uuid4().hex[:6]}.db'}",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
     }
@@ -84,6 +87,7 @@ def serve_case(settings: ServiceSettings, work: Path, case: Case):
         ("WORKERS", case.workers),
         ("THREADS", case.threads),
         ("ONNX_SPINNING", case.spinning),
+        ("SHADOW_SHARE", case.shadow_share),
     ):
         if value is not None:
             env[f"EMOTION_{name}"] = str(value).lower()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -91,4 +92,6 @@ class FeedbackRule:
 
 # A feedback label's state: the screen accepts or quarantines it; an operator releases or drops it.
 ACCEPTED, QUARANTINED, RELEASED, DROPPED = "accepted", "quarantined", "released", "dropped"
-REVIEW_STATUSES = (QUARANTINED, RELEASED, DROPPED, ACCEPTED)
+# The states a reviewer lists, the first the default; the type is what the console's query takes.
+ReviewStatus = Literal["quarantined", "released", "dropped", "accepted"]
+REVIEW_STATUSES: tuple[str, ...] = get_args(ReviewStatus)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -108,3 +110,120 @@ def load_bundle(client: MlflowClient, settings: CoreSettings, alias: str = CHAMP
             "train one with 'emotion-ops train' and promote it with 'emotion-ops promote'"
         )
     return download_version(client, settings, version)
+
+
+# The alias moves a reviewer makes: the CLI ('emotion-ops promote --approve', 'rollback',
+# 'models') and the console call these same functions.
+PREVIOUS_CHAMPION_TAG = "promotion.previous_champion"
+AWAITING_REVIEW = "passed, awaiting review"
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def rollback_champion(
+    client: MlflowClient, name: str, by: str | None = None, expected_version: str | None = None
+) -> tuple[str, str]:
+    """Move ``champion`` back to the version it replaced; returns (from, to). With
+    ``expected_version``, only while that version is the champion (the approver's page)."""
+    champion = version_by_alias(client, name, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"'{name}' has no '{CHAMPION}'; there is nothing to roll back")
+    if expected_version is not None and str(champion.version) != expected_version:
+        raise RegistryError(
+            f"the champion is version {champion.version}, not {expected_version}: reload the page"
+        )
+    previous = (champion.tags or {}).get(PREVIOUS_CHAMPION_TAG, "")
+    if not previous:
+        raise RegistryError(
+            f"champion version {champion.version} replaced no earlier champion; cannot roll back"
+        )
+    client.get_model_version(name, previous)  # fails loudly if that version was deleted
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    # The rolled-back version must not come back by the next 'promote': take 'challenger' off it.
+    challenger = version_by_alias(client, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(champion.version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    tags = {"rollback.time": _stamp(), "rollback.to": previous}
+    if by:
+        tags["rollback.by"] = by
+    for key, value in tags.items():
+        client.set_model_version_tag(name, champion.version, key, value)
+    return str(champion.version), previous
+
+
+def approve_challenger(
+    client: MlflowClient,
+    name: str,
+    by: str,
+    check: Callable[[str, str | None, dict[str, str]], dict[str, str]] | None = None,
+    expected_version: str | None = None,
+) -> tuple[str, str | None]:
+    """Make the waiting challenger champion, on the gate's recorded pass; returns (new, old).
+
+    The gate ran where the training stack is (a retrain, or 'emotion-ops promote' with
+    EMOTION_RETRAIN_AUTO_PROMOTE off) and recorded "passed, awaiting review" on the version,
+    judged against the champion of that moment. A reviewer's approval moves the alias only while
+    that verdict still holds: a challenger refused, never gated, or judged against a champion
+    that has moved since, is refused here (rerun 'emotion-ops promote'). ``check`` (challenger
+    version, champion version, the challenger's tags) may refuse too, by raising, or give tags
+    to record (the shadow's figures: ``core.shadow``). ``expected_version``: the version the
+    approver saw; another one waiting now is refused (the approver's page was stale)."""
+    challenger = version_by_alias(client, name, CHALLENGER)
+    if challenger is None:
+        raise RegistryError(f"'{name}' has no '{CHALLENGER}' version waiting for review")
+    if expected_version is not None and str(challenger.version) != expected_version:
+        raise RegistryError(
+            f"the challenger is version {challenger.version}, not {expected_version}: reload the page"
+        )
+    tags = challenger.tags or {}
+    decision = tags.get("promotion.decision", "")
+    if decision != AWAITING_REVIEW:
+        raise RegistryError(
+            f"challenger version {challenger.version} is not waiting for review (gate: "
+            f"{decision or 'not run'}); run 'emotion-ops promote' to gate it"
+        )
+    champion = version_by_alias(client, name, CHAMPION)
+    current = str(champion.version) if champion is not None else ""
+    if tags.get("promotion.champion_version", "") != current:
+        raise RegistryError(
+            f"challenger version {challenger.version} was gated against champion version "
+            f"{tags.get('promotion.champion_version') or 'none'}, the champion is now {current or 'none'}; "
+            "run 'emotion-ops promote' to gate it again"
+        )
+    evidence = check(str(challenger.version), current or None, dict(tags)) if check is not None else {}
+    # The alias first: should a tag write fail after it, the version is champion and says it
+    # waited, rather than saying "passed" while it still waits (and refusing a retry).
+    client.set_registered_model_alias(name, CHAMPION, challenger.version)
+    updates = {
+        **evidence,
+        "promotion.decision": "passed",
+        "promotion.approved_by": by,
+        "promotion.approved_at": _stamp(),
+        PREVIOUS_CHAMPION_TAG: current,
+    }
+    for key, value in updates.items():
+        client.set_model_version_tag(name, challenger.version, key, value)
+    return str(challenger.version), current or None
+
+
+def version_rows(client: MlflowClient, name: str) -> list[dict[str, object]]:
+    """Every registered version of ``name``, newest first: aliases, times and all its tags."""
+    versions = client.search_model_versions(f"name='{name}'")
+    # A search leaves each version's aliases out; the registered model holds them all.
+    by_version: dict[str, list[str]] = {}
+    if versions:
+        for alias, number in (client.get_registered_model(name).aliases or {}).items():
+            by_version.setdefault(str(number), []).append(alias)
+    return [
+        {
+            "version": str(version.version),
+            "aliases": sorted(by_version.get(str(version.version), [])),
+            "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(
+                timespec="seconds"
+            ),
+            "tags": dict(version.tags or {}),
+        }
+        for version in sorted(versions, key=lambda v: int(v.version), reverse=True)
+    ]

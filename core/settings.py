@@ -16,8 +16,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.access import DEFAULT_KEY_ROLE, NAMED_KEY_ROLE, Role
+from core.shadow import ShadowRequirement
 
 # The dataset ships beside the project checkout on our machines; users point EMOTION_DATA_DIR
 # at their own copy or use the hub id instead.
@@ -75,6 +78,36 @@ class CoreSettings(BaseSettings):
         description="SQLAlchemy URL of the store (prediction log, report index); default SQLite in var/.",
     )
     reports_dir: Path | None = Field(default=None, description="Where reports go; default var/reports.")
+    # Read where a waiting challenger is approved (the console, 'promote --approve') and where the
+    # gate decides whether a pass may promote at once ('promote', a retrain): with either set, a
+    # challenger with a champion above it waits for the shadow's evidence.
+    shadow_min_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Approve a waiting challenger only when it agrees with the champion on this "
+        "share of the live texts the shadow scored; default: no such check.",
+    )
+    shadow_min_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Approve a waiting challenger only when its accuracy on the labels that arrived "
+        "for the shadow's texts reaches this; default: no such check.",
+    )
+    # At most what one summary reads (core.store.shadow.SUMMARY_ROWS): more could never be met.
+    shadow_min_rows: int = Field(
+        default=500, ge=1, le=20_000, description="Shadow answers the agreement check needs."
+    )
+    shadow_min_labels: int = Field(
+        default=50, ge=1, description="Labelled shadow texts the accuracy check needs."
+    )
+
+    @field_validator("shadow_min_agreement", "shadow_min_accuracy", mode="before")
+    @classmethod
+    def _blank_minimum_is_unset(cls, value: object) -> object:
+        # compose passes ${EMOTION_SHADOW_MIN_AGREEMENT:-} as an empty string: no such check.
+        return _blank_is_unset(value)
 
     @field_validator("var_dir")
     @classmethod
@@ -111,6 +144,11 @@ class CoreSettings(BaseSettings):
     @property
     def reports_root(self) -> Path:
         return self.reports_dir or self.var_dir / "reports"
+
+    def shadow_requirement(self) -> ShadowRequirement:
+        return ShadowRequirement(
+            self.shadow_min_agreement, self.shadow_min_accuracy, self.shadow_min_rows, self.shadow_min_labels
+        )
 
 
 class TrainingSettings(CoreSettings):
@@ -229,6 +267,14 @@ class TrainingSettings(CoreSettings):
         return HUB_DATASET_ID
 
 
+class NamedKey(BaseModel):
+    """One entry of EMOTION_API_KEYS: the key and what it opens."""
+
+    model_config = ConfigDict(frozen=True)
+    key: SecretStr
+    role: Role = NAMED_KEY_ROLE
+
+
 class ServiceSettings(CoreSettings):
     """``emotion-ops serve``: the HTTP service, its model runtime and its prediction log."""
 
@@ -237,10 +283,13 @@ class ServiceSettings(CoreSettings):
     model_alias: str = Field(default="champion", description="Registry alias the service serves.")
     refresh_seconds: float = Field(default=30.0, gt=0, description="How often the alias is re-resolved.")
     api_key: SecretStr | None = Field(default=None, description="Require x-api-key when set.")
-    # One key per client or labelling vendor: a label records the name of the key it came with.
-    api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(
+    # One key per client or labelling vendor: a label records the name of the key it came with,
+    # and the key's role says what it opens (core.access).
+    api_keys: Annotated[dict[str, NamedKey], NoDecode] = Field(
         default_factory=dict,
-        description='More named keys, JSON: {"vendor-a": "..."} (EMOTION_API_KEY is named "default").',
+        description='More named keys, JSON: {"vendor-a": "...", "alice": {"key": "...", "role": "review"}}; '
+        'roles predict, label (the default), review, admin. EMOTION_API_KEY is named "default" '
+        "and is admin.",
     )
     # Secure by default: without a key the service only starts on loopback, unless anonymous
     # prediction is asked for explicitly. Feedback trains models, so it always needs the key.
@@ -314,6 +363,18 @@ class ServiceSettings(CoreSettings):
     feedback_pending_hours: float = Field(
         default=1.0, gt=0, description="How long a label waits for a prediction not logged yet."
     )
+    # The shadow runs in a thread at the lowest CPU priority, fed by a bounded queue: under load it
+    # scores less (counted as skipped), never slows an answer (docs/console.md measures it).
+    shadow_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of logged predictions the waiting challenger also scores (never answered "
+        "to a client); 0 turns the shadow off.",
+    )
+    shadow_queue_texts: int = Field(
+        default=512, ge=1, description="Most texts waiting for the shadow; past it a text is skipped."
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -332,21 +393,44 @@ class ServiceSettings(CoreSettings):
                 value = json.loads(value)
             except json.JSONDecodeError:
                 raise ValueError('EMOTION_API_KEYS is JSON: {"name": "key", ...}') from None
-        return value
+        if not isinstance(value, dict):
+            return value
+        # Checked here, by position, so no message of pydantic's ever echoes a key.
+        named = {}
+        for number, (name, entry) in enumerate(value.items(), 1):
+            if isinstance(entry, str):
+                entry = {"key": entry}
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("key"), str)
+                or set(entry) - {"key", "role"}
+            ):
+                raise ValueError(
+                    f'key {number} in EMOTION_API_KEYS: give the key as a string, or as {{"key": "...", '
+                    f'"role": "{NAMED_KEY_ROLE}"}}'
+                )
+            role = entry.get("role", NAMED_KEY_ROLE)
+            if role not in {r.value for r in Role}:
+                raise ValueError(
+                    f"key {number} in EMOTION_API_KEYS has role {str(role)[:20]!r}; choose from "
+                    f"{[r.value for r in Role]}"
+                )
+            named[name] = {"key": entry["key"], "role": role}
+        return named
 
     @field_validator("api_keys")
     @classmethod
-    def _keys_are_usable(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    def _keys_are_usable(cls, keys: dict[str, NamedKey]) -> dict[str, NamedKey]:
         # Keys are named by position, never by name: a name and key swapped would echo the key.
-        for number, (name, key) in enumerate(keys.items(), 1):
+        for number, (name, named) in enumerate(keys.items(), 1):
             if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
                 raise ValueError(
                     f"the name of key {number} in EMOTION_API_KEYS: use 1-100 letters, digits, "
                     "'-', '_' or '.'"
                 )
-            if len(key.get_secret_value()) < 16:
+            if len(named.key.get_secret_value()) < 16:
                 raise ValueError(f"key {number} in EMOTION_API_KEYS is shorter than 16 characters")
-        values = [key.get_secret_value() for key in keys.values()]
+        values = [named.key.get_secret_value() for named in keys.values()]
         if len(set(values)) < len(values):
             raise ValueError("two names in EMOTION_API_KEYS share one key: a label could not say who gave it")
         return keys
@@ -356,15 +440,19 @@ class ServiceSettings(CoreSettings):
         if self.api_key is not None:
             if "default" in self.api_keys:
                 raise ValueError("EMOTION_API_KEYS names a key 'default': that is EMOTION_API_KEY's name")
-            if self.api_key.get_secret_value() in {k.get_secret_value() for k in self.api_keys.values()}:
+            if self.api_key.get_secret_value() in {n.key.get_secret_value() for n in self.api_keys.values()}:
                 raise ValueError("EMOTION_API_KEY is also in EMOTION_API_KEYS: give each client one key")
         return self
 
     def named_api_keys(self) -> dict[str, str]:
         """Every accepted key by its name ("default" for EMOTION_API_KEY)."""
-        keys = {name: key.get_secret_value() for name, key in self.api_keys.items()}
+        return {name: key for name, (key, _) in self.keys_with_roles().items()}
+
+    def keys_with_roles(self) -> dict[str, tuple[str, Role]]:
+        """Every accepted key and its role, by the key's name."""
+        keys = {name: (named.key.get_secret_value(), named.role) for name, named in self.api_keys.items()}
         if self.api_key is not None:
-            keys.setdefault("default", self.api_key.get_secret_value())
+            keys.setdefault("default", (self.api_key.get_secret_value(), DEFAULT_KEY_ROLE))
         return keys
 
     @property

@@ -643,8 +643,11 @@ def analyse(
         drifted = any(test["drifted"] for test in result.tests.values())
         result.verdict = VERDICT_DRIFT if drifted else VERDICT_NO_DRIFT
         html = run_dir / "drift.html"
-        write_report_html(snapshot, html)
-        result.html_path = str(html)
+        try:
+            write_report_html(snapshot, html)
+            result.html_path = str(html)
+        except Exception as error:  # the verdict and the trigger stand without Evidently's page
+            log.warning("drift report page not written: %s", error)
 
     result.duration_seconds = time.perf_counter() - started
     (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=str))

@@ -142,7 +142,7 @@ def monitor_once(settings: MonitorSettings) -> MonitorOutcome:
         # so a broken retrain is not re-run every interval.
         index.mark_triggered(result.report_id, "local retrain started")
         triggered = True
-        action = _retrain_locally(settings, store)
+        action = _retrain_locally(settings, store, result.report_id)
         index.record_action(result.report_id, action)
     push_metrics(settings, result, retrain_triggered=triggered)
     return MonitorOutcome(result, decision, action)
@@ -166,12 +166,12 @@ def _call_webhook(settings: MonitorSettings, result: DriftResult, decision: Retr
         return f"failed: {error}"
 
 
-def _retrain_locally(settings: MonitorSettings, store: Store) -> str:
+def _retrain_locally(settings: MonitorSettings, store: Store, report_id: str) -> str:
     # Training brings torch and the training stack: loaded only when a retrain runs.
     from training.retrain import retrain_and_promote
 
     try:
-        return retrain_and_promote(settings, store.predictions)
+        return retrain_and_promote(settings, store.predictions, report_id=report_id)
     except Exception as error:  # recorded on the report for the reviewer; the loop goes on
         log.exception("retrain action failed")
         return f"failed: {type(error).__name__}: {error}"

@@ -4,7 +4,7 @@ answer holds. The limits come from ``ServiceSettings``; the OpenAPI document sho
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
@@ -113,4 +113,23 @@ class FeedbackReceipt(BaseModel):
     correct: bool | None = Field(
         description="Whether the prediction was right: for a multi-label model, its whole label "
         "set (null while pending)."
+    )
+
+
+class Acknowledgement(BaseModel):
+    note: str | None = Field(default=None, max_length=1000, description="What the reviewer concluded.")
+
+
+class AliasMove(BaseModel):
+    version: str = Field(
+        pattern=r"^[0-9]{1,12}$",
+        description="The version the page showed (the challenger to approve, the champion to roll "
+        "back): a page gone stale moves nothing.",
+    )
+
+
+class LabelDecision(BaseModel):
+    action: Literal["release", "drop"] = Field(description="release: they may train; drop: never.")
+    ids: list[Annotated[str, Field(pattern=REQUEST_ID)]] = Field(
+        min_length=1, max_length=1000, description="Request ids of quarantined labels."
     )

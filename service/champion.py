@@ -66,6 +66,53 @@ class ServedModel:
         }
 
 
+def load_served(
+    client, settings: ServiceSettings, version, alias: str, novelty: bool = True, threads: int | None = None
+) -> ServedModel:
+    """Download ``version`` and build it for serving under ``alias`` (``novelty``: with its
+    novelty index, when the settings score novelty; ``threads``: intra-op threads, default the
+    settings')."""
+    bundle = download_version(client, settings, version)
+    card = bundle.card
+    predictor = load_predictor(
+        bundle.model_dir,
+        runtime=settings.runtime,
+        quantize=settings.quantize,
+        threads=threads or settings.inference_threads,
+        spinning=settings.onnx_spinning,
+        max_length=card["max_length"],
+        batch_size=settings.batch_max_size,
+    )
+    if novelty and settings.novelty:
+        variant = f"{settings.runtime}-{'int8' if settings.quantize else 'fp32'}"
+        try:
+            predictor.novelty = bundle.novelty_index(predictor, variant)
+        except OSError as error:  # an unwritable cache: serve, unscored, rather than not at all
+            log.warning("novelty scoring off for version %s: %s", bundle.version, error)
+    test = card.get("test", {})
+    return ServedModel(
+        name=bundle.name,
+        version=bundle.version,
+        alias=alias,
+        base_model=card.get("base_model", {}).get("name", "unknown"),
+        labels=predictor.labels,
+        max_length=predictor.max_length,
+        quantized=settings.quantize,
+        runtime=settings.runtime,
+        test_metrics={
+            "accuracy": test.get("accuracy"),
+            "macro_f1": test.get("macro_f1"),
+            **({"micro_f1": test["micro_f1"]} if test.get("micro_f1") is not None else {}),
+        },
+        multilabel=predictor.multilabel,
+        thresholds=dict(zip(predictor.labels, map(float, predictor.thresholds), strict=True))
+        if predictor.multilabel
+        else None,
+        novelty=predictor.novelty.describe() if predictor.novelty is not None else None,
+        predictor=predictor,
+    )
+
+
 class ChampionHolder:
     """Holds the model behind ``settings.model_alias`` and keeps it current."""
 
@@ -89,45 +136,7 @@ class ChampionHolder:
         return self._load_version(version)
 
     def _load_version(self, version) -> ServedModel:
-        bundle = download_version(self.client, self.settings, version)
-        card = bundle.card
-        predictor = load_predictor(
-            bundle.model_dir,
-            runtime=self.settings.runtime,
-            quantize=self.settings.quantize,
-            threads=self.settings.inference_threads,
-            spinning=self.settings.onnx_spinning,
-            max_length=card["max_length"],
-            batch_size=self.settings.batch_max_size,
-        )
-        if self.settings.novelty:
-            variant = f"{self.settings.runtime}-{'int8' if self.settings.quantize else 'fp32'}"
-            try:
-                predictor.novelty = bundle.novelty_index(predictor, variant)
-            except OSError as error:  # an unwritable cache: serve, unscored, rather than not at all
-                log.warning("novelty scoring off for version %s: %s", bundle.version, error)
-        test = card.get("test", {})
-        return ServedModel(
-            name=bundle.name,
-            version=bundle.version,
-            alias=self.settings.model_alias,
-            base_model=card.get("base_model", {}).get("name", "unknown"),
-            labels=predictor.labels,
-            max_length=predictor.max_length,
-            quantized=self.settings.quantize,
-            runtime=self.settings.runtime,
-            test_metrics={
-                "accuracy": test.get("accuracy"),
-                "macro_f1": test.get("macro_f1"),
-                **({"micro_f1": test["micro_f1"]} if test.get("micro_f1") is not None else {}),
-            },
-            multilabel=predictor.multilabel,
-            thresholds=dict(zip(predictor.labels, map(float, predictor.thresholds), strict=True))
-            if predictor.multilabel
-            else None,
-            novelty=predictor.novelty.describe() if predictor.novelty is not None else None,
-            predictor=predictor,
-        )
+        return load_served(self.client, self.settings, version, self.settings.model_alias)
 
     def refresh(self) -> bool:
         """Re-resolve the alias; load and swap if it points elsewhere. True when swapped."""

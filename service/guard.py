@@ -11,11 +11,10 @@ import hmac
 import json
 from contextvars import ContextVar
 
+from core.access import ANONYMOUS_ROLE, Role, required_role
 from service.metrics import ERRORS
 from service.openapi import JSON_BODY_PATHS, OPEN_PATHS
 
-# Labels train the next model: anonymous feedback would let anyone steer it.
-KEYED_PATHS = frozenset({"/feedback"})
 _ERROR_TYPES = {
     400: "bad_request",
     401: "unauthorized",
@@ -35,9 +34,18 @@ _ERROR_MESSAGE: ContextVar[dict | None] = ContextVar("emotion_error_message", de
 _KEY_NAME: ContextVar[str | None] = ContextVar("emotion_key_name", default=None)
 
 
+# The role of that key (the anonymous role without keys).
+_KEY_ROLE: ContextVar[Role] = ContextVar("emotion_key_role", default=ANONYMOUS_ROLE)
+
+
 def key_name() -> str | None:
     """The name of the key that let this request in (None without keys)."""
     return _KEY_NAME.get()
+
+
+def key_role() -> Role:
+    """The role of the key that let this request in."""
+    return _KEY_ROLE.get()
 
 
 def say_error(message: str) -> None:
@@ -48,8 +56,13 @@ def say_error(message: str) -> None:
 
 
 def is_open(path: str) -> bool:
-    """Health, metrics and the docs page with its assets need no key."""
-    return path in OPEN_PATHS or path.startswith("/static_content/")
+    """Health, metrics, the pages with their assets need no key; a report's page for the
+    console's frame carries a ticket instead (checked by its route)."""
+    return (
+        path in OPEN_PATHS
+        or path.startswith("/static_content/")
+        or (path.startswith("/reports/") and path.endswith("/page") and path.count("/") == 3)
+    )
 
 
 def error_type(status: int) -> str:
@@ -58,12 +71,28 @@ def error_type(status: int) -> str:
     return "server_error" if status >= 500 else "client_error"
 
 
+def refusal(role: Role, needed: Role, keyed: bool) -> str:
+    """Why a request of ``role`` may not do what ``needed`` may, and what to do about it."""
+    if not keyed:
+        return (
+            f"this needs a key with role '{needed}': start the service with EMOTION_API_KEY set "
+            "(or EMOTION_API_KEYS with roles) and send it as x-api-key"
+        )
+    return f"this key's role is '{role}'; this needs role '{needed}' or above: ask an admin for such a key"
+
+
 class RequestGuard:
-    def __init__(self, app, api_keys: dict[str, str] | None = None, max_body_bytes: int = 1_000_000):
+    def __init__(
+        self,
+        app,
+        api_keys: dict[str, tuple[str, Role]] | None = None,
+        max_body_bytes: int = 1_000_000,
+    ):
         self.app = app
-        # name -> key: each client (or labelling vendor) its own, so a label says who gave it
-        # and one leaked key can be revoked alone.
-        self.api_keys = {name: key.encode() for name, key in (api_keys or {}).items()} or None
+        # name -> (key, role): each client (or labelling vendor) its own, so a label says who
+        # gave it, one leaked key can be revoked alone, and each key opens what its role needs.
+        self.api_keys = {name: key.encode() for name, (key, _) in (api_keys or {}).items()} or None
+        self.roles = {name: Role(role) for name, (_, role) in (api_keys or {}).items()}
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send):
@@ -71,15 +100,18 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
-        if self.api_keys is not None and not is_open(path):
-            name = self._matching_key(headers.get(b"x-api-key", b""))
-            if name is None:
-                return await _reply(send, 401, "missing or invalid x-api-key header")
-            _KEY_NAME.set(name)
-        if self.api_keys is None and path in KEYED_PATHS:
-            return await _reply(
-                send, 403, "feedback needs an API key: start the service with EMOTION_API_KEY set"
-            )
+        if not is_open(path):
+            role = ANONYMOUS_ROLE
+            if self.api_keys is not None:
+                name = self._matching_key(headers.get(b"x-api-key", b""))
+                if name is None:
+                    return await _reply(send, 401, "missing or invalid x-api-key header")
+                _KEY_NAME.set(name)
+                role = self.roles[name]
+                _KEY_ROLE.set(role)
+            needed = required_role(scope.get("method", "GET"), path)
+            if needed is not None and not role.allows(needed):
+                return await _reply(send, 403, refusal(role, needed, self.api_keys is not None))
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if path in JSON_BODY_PATHS and media_type and media_type != b"application/json":
             return await _reply(send, 415, "send the body as JSON, with content-type: application/json")
@@ -260,7 +292,9 @@ def endpoint_label(path: str) -> str:
     if path in _KNOWN_ROUTES:
         return path
     if path.startswith("/reports/"):
-        return "/reports/{report_id}"
+        return "/reports/{report_id}/page" if path.endswith("/page") else "/reports/{report_id}"
+    if path.startswith("/console/"):
+        return "/console/{path}"
     if path.startswith("/static_content/"):
         return "/static_content/{file}"
     return "other"
@@ -275,6 +309,7 @@ _KNOWN_ROUTES = frozenset(
         "/labels",
         "/reports",
         "/ui",
+        "/console",
         "/docs/init.js",
         "/schema.json",
         *OPEN_PATHS,

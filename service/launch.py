@@ -55,7 +55,10 @@ def serve_command(settings: ServiceSettings) -> tuple[list[str], dict[str, str]]
         effective["EMOTION_API_KEY"] = settings.api_key.get_secret_value()
     if settings.api_keys:
         effective["EMOTION_API_KEYS"] = json.dumps(
-            {name: key.get_secret_value() for name, key in settings.api_keys.items()}
+            {
+                name: {"key": named.key.get_secret_value(), "role": named.role.value}
+                for name, named in settings.api_keys.items()
+            }
         )
     if settings.allow_anonymous is not None:
         effective["EMOTION_ALLOW_ANONYMOUS"] = str(settings.allow_anonymous).lower()

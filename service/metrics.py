@@ -81,6 +81,21 @@ BATCHER_SHED = Counter(
     "emotion_shed_texts_total", "Texts refused with 503 because the model's queue was full."
 )
 
+# The shadow (service.shadow): the waiting challenger's answers, never sent to a client.
+SHADOW_SCORED = Counter(
+    "emotion_shadow_predictions_total",
+    "Live texts the waiting challenger also scored, by its version and whether it agreed with the champion.",
+    ["challenger_version", "agreement"],
+)
+SHADOW_QUEUE_DEPTH = Gauge(
+    "emotion_shadow_queue_depth", "Texts waiting for the shadow's challenger.", multiprocess_mode="livesum"
+)
+SHADOW_SKIPPED = Counter(
+    "emotion_shadow_skipped_total",
+    "Sampled texts the shadow left unscored: its queue was full (busy) or its write failed.",
+    ["reason"],
+)
+
 
 def count_prediction(prediction) -> None:
     """One answered text (an ``EmotionPrediction``) in the model metrics."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 
+from core.access import ANONYMOUS_ROLE, Role, required_role
+
 ERROR_SCHEMA = {
     "type": "object",
     "title": "Error",
@@ -22,19 +24,45 @@ ERROR_SCHEMA = {
 }
 API_KEY_SCHEME = {"type": "apiKey", "in": "header", "name": "x-api-key"}
 # Health, metrics and the docs stay open: probes, Prometheus and a browser carry no key.
-# /ui is a static page: it asks its user for the key and sends it with each request.
+# /ui and /console are static pages: they ask their user for the key and send it with each request.
 OPEN_PATHS = frozenset(
-    {"/livez", "/readyz", "/healthz", "/metrics", "/", "/docs", "/docs.json", "/docs/init.js", "/ui"}
+    {
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/metrics",
+        "/",
+        "/docs",
+        "/docs.json",
+        "/docs/init.js",
+        "/ui",
+        "/console",
+        "/console/console.js",
+        "/console/console.css",
+    }
 )
-JSON_BODY_PATHS = ("/predict", "/predict_batch", "/feedback")
+# The report page the console's sandboxed frame loads, which cannot send a key: its ticket
+# (made for a review key, minutes long) stands for the key.
+TICKET_PATH = "/reports/{report_id}/page"
+JSON_BODY_PATHS = (
+    "/predict",
+    "/predict_batch",
+    "/feedback",
+    "/console/api/promote",
+    "/console/api/rollback",
+    "/console/api/labels/review",
+)
 PLAIN_TEXT_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
-HTML_PATHS = frozenset({"/ui"})
+HTML_PATHS = frozenset({"/ui", "/console", TICKET_PATH})
 # Status codes every operation of the service can answer, by kind of operation.
 _DESCRIPTIONS = {
     "202": "Accepted: the label waits for its prediction, which is not logged yet.",
     "400": "Bad request: the body or a parameter failed validation.",
     "401": "Missing or invalid x-api-key header.",
-    "403": "Forbidden: feedback needs the service to run with an API key.",
+    "403": "Forbidden: this key's role does not open this operation (see x-required-role), or "
+    "the service runs without keys.",
+    "409": "Conflict: the registry is not in the state the action needs (no waiting challenger, "
+    "nothing to roll back, a page gone stale).",
     "404": "Not found.",
     "413": "Request body over the service's limit.",
     "415": "The body is not sent as application/json.",
@@ -49,6 +77,18 @@ _ROUTE_CODES = {
     ("/reports", "get"): ("400", "500", "503"),
     ("/reports/{report_id}", "get"): ("400", "404", "500", "503"),
     ("/ui", "get"): ("500",),
+    ("/console", "get"): ("500",),
+    (TICKET_PATH, "get"): ("400", "403", "404", "500", "503"),
+    ("/console/api/whoami", "get"): ("500",),
+    ("/console/api/timeline", "get"): ("400", "500", "503"),
+    ("/console/api/reports/{report_id}", "get"): ("404", "500", "503"),
+    ("/console/api/reports/{report_id}/ack", "post"): ("400", "404", "413", "415", "500", "503"),
+    ("/console/api/versions", "get"): ("500", "503"),
+    ("/console/api/promote", "post"): ("400", "409", "413", "415", "500", "503"),
+    ("/console/api/rollback", "post"): ("400", "409", "413", "415", "500", "503"),
+    ("/console/api/labels", "get"): ("400", "500", "503"),
+    ("/console/api/shadow", "get"): ("500", "503"),
+    ("/console/api/labels/review", "post"): ("400", "404", "413", "415", "500", "503"),
 }
 
 
@@ -64,10 +104,14 @@ def exact_document(generated: dict, labels: list[str], api_key: bool, max_labels
         "prediction. A single-label model's `all_emotions` sum to 1; a multi-label model's are "
         "independent probabilities, one per label, and `emotions` lists those over their thresholds. "
         + (
-            "Every endpoint but health, metrics and these docs needs the `x-api-key` header."
+            "Every endpoint but health, metrics, these docs and the pages needs the `x-api-key` header, "
             if api_key
-            else "Predictions need no key on this deployment; feedback needs one."
-        ),
+            else "Predictions need no key on this deployment; everything else needs one, "
+        )
+        + "and each key has a role that opens what it needs (each operation's `x-required-role`): "
+        "`predict` < `label` (adds feedback) < `review` (reports, versions, labels, the console) < "
+        "`admin` (acknowledge, release or drop labels, promote, roll back). A key of a lower role "
+        "gets 403.",
     }
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for stale in ("InvalidArgument", "NotFound", "InternalServerError", "HTTPValidationError"):
@@ -102,10 +146,20 @@ def exact_document(generated: dict, labels: list[str], api_key: bool, max_labels
             # BentoML declares 404 on its APIs with a body it never sends; its APIs do not 404.
             if (path, method) not in _ROUTE_CODES and "404" in responses and "404" not in codes:
                 responses.pop("404")
-            if api_key and path not in OPEN_PATHS:
+            if path in OPEN_PATHS:
+                continue
+            needed = required_role(method.upper(), path.replace("{", "").replace("}", ""))
+            if needed is None:
+                raise ValueError(f"{method.upper()} {path} has no role in core.access.ROUTE_ROLES")
+            operation["x-required-role"] = needed.value
+            if needed.rank > Role.PREDICT.rank or (not api_key and not ANONYMOUS_ROLE.allows(needed)):
+                responses["403"] = _error_response("403")
+            if path == TICKET_PATH:
+                operation["security"] = []  # its ticket query parameter stands for the key
+            elif api_key:
                 responses["401"] = _error_response("401")
                 operation["security"] = [{"ApiKey": []}]
-            elif path not in OPEN_PATHS:
+            else:
                 operation["security"] = []
     _declare_inputs(spec, labels, max_labels)
     for path in JSON_BODY_PATHS:

@@ -29,27 +29,50 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import Field
 
+from core.access import Role
 from core.inference.batching import MicroBatcher, Overloaded
-from core.labels import decided_labels, joined_labels
+from core.labels import QUARANTINED, ReviewStatus, decided_labels, joined_labels
+from core.registry import (
+    RegistryError,
+    approve_challenger,
+    connect,
+    rollback_champion,
+    version_rows,
+)
 from core.settings import ServiceSettings
+from core.shadow import ShadowShortfall
 from core.store import ReportIndex, Store
-from core.store.reports import DECISION_FIELDS, listing
+from core.store.reports import DECISION_FIELDS, ReportNotFound, listing
+from core.store.review import LabelNotListed, review_labels
 from core.store.rows import prediction_row
 from core.store.writer import PredictionLogWriter, spool_dir_for
-from service.api import EmotionPrediction, Feedback, FeedbackReceipt, text_type
+from service import console
+from service.api import (
+    Acknowledgement,
+    AliasMove,
+    EmotionPrediction,
+    Feedback,
+    FeedbackReceipt,
+    LabelDecision,
+    text_type,
+)
 from service.champion import ChampionHolder
-from service.guard import RequestGuard, bound_endpoint_labels, key_name, say_error
+from service.guard import RequestGuard, bound_endpoint_labels, key_name, key_role, say_error
 from service.metrics import (
     BATCH_SIZE,
     BATCHER_SHED,
     FEEDBACK,
     FEEDBACK_CORRECT,
     LOG_SPOOL_LIMIT,
+    SHADOW_QUEUE_DEPTH,
+    SHADOW_SCORED,
+    SHADOW_SKIPPED,
     count_prediction,
     export_model_info,
     log_writer_callbacks,
 )
 from service.openapi import exact_document
+from service.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +84,27 @@ STATIC = Path(__file__).parent / "static"
 UI_PAGE = (STATIC / "ui.html").read_text(encoding="utf-8")
 DOCS_PAGE = (STATIC / "docs.html").read_text(encoding="utf-8")
 DOCS_INIT = (STATIC / "docs-init.js").read_text(encoding="utf-8")
+CONSOLE_PAGE = (STATIC / "console.html").read_text(encoding="utf-8")
+CONSOLE_ASSETS = {
+    "console.js": ((STATIC / "console.js").read_text(encoding="utf-8"), "text/javascript"),
+    "console.css": ((STATIC / "console.css").read_text(encoding="utf-8"), "text/css"),
+}
 # The docs page may load this service's own assets and nothing else.
 DOCS_POLICY = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
+# The console: its own script and style files only, no inline script, no outside host; the
+# report frame is this origin's sandboxed page.
+CONSOLE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+# An Evidently page holds logged texts: served as a sandbox (an opaque origin: its scripts, and
+# anything a text might smuggle in, cannot read the console's key or call this service with it)
+# that may run its own inline scripts and reach nothing outside the page.
+REPORT_PAGE_POLICY = (
+    "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+    "style-src 'unsafe-inline'; img-src data:; font-src data:; frame-ancestors 'self'"
+)
+SECURE_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
 
 web = FastAPI(title="emotion-ops extras", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -119,12 +161,26 @@ class EmotionService:
             spool_max_bytes=self.settings.spool_max_bytes,
             **log_writer_callbacks(),
         )
+        # The waiting challenger scores a sampled share of the logged traffic (service.shadow).
+        self.shadow = ShadowScorer(
+            self.settings,
+            self.store.shadow,
+            on_scored=lambda version, agreed: SHADOW_SCORED.labels(
+                version, "agree" if agreed else "differ"
+            ).inc(),
+            on_skipped=lambda reason, count: SHADOW_SKIPPED.labels(reason).inc(count),
+            on_depth=SHADOW_QUEUE_DEPTH.set,
+        )
+        if self.settings.monitoring:
+            self.shadow.start()
         self._document: tuple[tuple[str, ...], dict] | None = None
         self._schema_ready = False
+        self._ticket_secret = console.ticket_secret(self.settings.keys_with_roles())
 
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
         self.holder.stop()
+        self.shadow.stop()
         self.batcher.close()
         self.writer.close()
 
@@ -198,6 +254,9 @@ class EmotionService:
                         redacted=self.settings.log_redact,  # linear time: it runs on the event loop
                     )
                 )
+                # Logged texts only: the shadow's rows join the log for the text and any label.
+                if self.shadow.wanted():
+                    self.shadow.offer(answer.request_id, text, model.version, joined_labels(answer.emotions))
         if rows:
             self.writer.submit(rows)
         return answers
@@ -297,11 +356,38 @@ class EmotionService:
             raise HTTPException(
                 404, f"no drift report '{report_id}'; the monitor job has not written one yet"
             )
+        html = self._report_page_file(row)
+        if html is not None:
+            return FileResponse(html, media_type="text/html", headers=self._report_page_headers())
+        return JSONResponse({**row["summary"], **{key: row[key] for key in DECISION_FIELDS}})
+
+    @web.get("/reports/{report_id}/page", response_class=HTMLResponse)
+    async def report_page(self, report_id: str, ticket: Annotated[str, Query(max_length=200)]):
+        """A drift report's Evidently page for the console's sandboxed frame, which cannot send
+        the key: ``ticket`` is the one ``/console/api/reports/{report_id}`` gave (minutes long)."""
+        if not console.ticket_is_valid(self._ticket_secret, report_id, ticket):
+            raise HTTPException(
+                403, "this page's ticket is invalid or has expired: reopen the report in the console"
+            )
+        try:
+            row = await asyncio.to_thread(lambda: self._report_index().find(report_id))
+        except Exception as error:
+            raise _store_unavailable("report index", error) from None
+        html = self._report_page_file(row) if row is not None else None
+        if html is None:
+            raise HTTPException(404, f"no Evidently page for drift report '{report_id}' on this host")
+        return FileResponse(html, media_type="text/html", headers=self._report_page_headers())
+
+    def _report_page_file(self, row: dict) -> Path | None:
         html = Path(row["html_path"]).resolve() if row["html_path"] else None
         # Only ever a report page under this host's reports folder, whatever the index says.
         if html and html.is_file() and html.is_relative_to(self.settings.reports_root.resolve()):
-            return FileResponse(html, media_type="text/html")
-        return JSONResponse({**row["summary"], **{key: row[key] for key in DECISION_FIELDS}})
+            return html
+        return None
+
+    @staticmethod
+    def _report_page_headers() -> dict[str, str]:
+        return {"content-security-policy": REPORT_PAGE_POLICY, "cache-control": "no-store", **SECURE_HEADERS}
 
     def _report_index(self) -> ReportIndex:
         # Tables made on first use, not at start: the database may have been down then.
@@ -309,6 +395,161 @@ class EmotionService:
             self.store.create_schema()
             self._schema_ready = True
         return self.store.reports
+
+    # The review console (service.console). Its data routes need review; its actions admin
+    # (core.access.ROUTE_ROLES): the guard refuses any other key before these run.
+    @web.get("/console", response_class=HTMLResponse)
+    async def console_page(self) -> HTMLResponse:
+        """The review console: drift reports, versions, labels, in one page (asks for a review key)."""
+        return HTMLResponse(
+            CONSOLE_PAGE, headers={"content-security-policy": CONSOLE_POLICY, **SECURE_HEADERS}
+        )
+
+    @web.get("/console/{asset}", include_in_schema=False)
+    async def console_asset(self, asset: str) -> Response:
+        if asset not in CONSOLE_ASSETS:
+            raise HTTPException(404, f"no console asset '{asset}'")
+        body, media_type = CONSOLE_ASSETS[asset]
+        return Response(body, media_type=media_type, headers=SECURE_HEADERS)
+
+    @web.get("/console/api/whoami")
+    async def console_whoami(self) -> dict:
+        """The name and role of the key this request came with, and what the console may do."""
+        role = key_role()
+        return {
+            "key": key_name(),
+            "role": role.value,
+            "may_act": role.allows(Role.ADMIN),
+            "model": self.settings.model_name,
+            "serving": self.holder.current.version,
+        }
+
+    @web.get("/console/api/timeline")
+    async def console_timeline(self, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
+        """Drift reports, retrains, promotions, rollbacks and quarantines, newest first, linked."""
+
+        def gather() -> list[dict]:
+            reports = self._report_index().list(limit)
+            labels = self.store.predictions.feedback_rows(self.settings.model_name)
+            return console.timeline(reports, self._versions(), labels)[:limit]
+
+        return {"events": await self._console_read(gather)}
+
+    @web.get("/console/api/reports/{report_id}")
+    async def console_report(self, report_id: str) -> dict:
+        """A drift report as the console shows it, with a ticket for its Evidently page."""
+
+        def gather() -> dict:
+            index = self._report_index()
+            report = index.named(report_id)
+            view = console.report_view(report, index.list(30))
+            if view["has_page"]:
+                ticket = console.report_ticket(self._ticket_secret, report["id"])
+                view["page"] = f"/reports/{report['id']}/page?ticket={ticket}"
+            return view
+
+        return await self._console_read(gather)
+
+    @web.post("/console/api/reports/{report_id}/ack")
+    async def console_acknowledge(self, report_id: str, body: Acknowledgement) -> dict:
+        """Mark a report as reviewed, with a note (admin)."""
+        reviewer = f"key:{key_name()}"
+        report = await self._console_read(
+            lambda: self._report_index().acknowledge(report_id, reviewer, body.note)
+        )
+        return {"id": report["id"], "status": report["status"], "acked_by": report["acked_by"]}
+
+    @web.get("/console/api/versions")
+    async def console_versions(self) -> dict:
+        """Champion and challenger cards side by side, and every registered version."""
+        return await self._console_read(lambda: console.version_cards(self._versions()))
+
+    @web.post("/console/api/promote")
+    async def console_promote(self, body: AliasMove) -> dict:
+        """Approve the waiting challenger whose gate passed (admin; 'emotion-ops promote --approve')."""
+        client, name, by = connect(self.settings), self.settings.model_name, f"key:{key_name()}"
+        # The shadow's bar: these settings' and whatever the gate recorded on the version.
+        check = self.settings.shadow_requirement().check_for(lambda: self.store.shadow, name)
+        new, old = await self._console_read(
+            lambda: approve_challenger(client, name, by, check, expected_version=body.version)
+        )
+        return {"champion": new, "previous": old, **await self._serve_new_champion()}
+
+    @web.post("/console/api/rollback")
+    async def console_rollback(self, body: AliasMove) -> dict:
+        """Move the champion back to the version it replaced (admin; 'emotion-ops rollback')."""
+        client, name, by = connect(self.settings), self.settings.model_name, f"key:{key_name()}"
+        old, new = await self._console_read(
+            lambda: rollback_champion(client, name, by=by, expected_version=body.version)
+        )
+        return {"champion": new, "previous": old, **await self._serve_new_champion()}
+
+    async def _serve_new_champion(self) -> dict:
+        # The alias has moved whatever happens here: a worker that cannot load the new champion
+        # now keeps serving the old one and retries at its next refresh, like every other.
+        try:
+            await asyncio.to_thread(self.holder.refresh)
+        except Exception as error:
+            log.warning("the champion moved; this worker serves it at its next refresh: %s", error)
+            return {"note": "the champion moved; the service swaps it in within its refresh interval"}
+        return {}
+
+    @web.get("/console/api/shadow")
+    async def console_shadow(self) -> dict:
+        """The waiting challenger's answers on sampled live traffic against the champion's:
+        agreement, per-label divergence, the texts where they differ most, latency, accuracy on
+        labels, and whether the gate's shadow requirement allows approval ('emotion-ops shadow')."""
+        name, requirement = self.settings.model_name, self.settings.shadow_requirement()
+        view = await self._console_read(
+            lambda: console.shadow_view(self._versions(), self.store.shadow, name, requirement)
+        )
+        return {**view, "share": self.settings.shadow_share}
+
+    @web.get("/console/api/labels")
+    async def console_labels(
+        self,
+        status: Annotated[ReviewStatus, Query()] = "quarantined",
+        source: Annotated[str | None, Query(max_length=200)] = None,
+        reason: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> dict:
+        """Feedback labels in one state (the quarantine by default) with reasons, filtered by
+        source and reason, and each source's counts and agreement with the champion."""
+        name = self.settings.model_name
+        return await self._console_read(
+            lambda: console.label_view(self.store.predictions.feedback_rows(name), status, source, reason)
+        )
+
+    @web.post("/console/api/labels/review")
+    async def console_settle_labels(self, body: LabelDecision) -> dict:
+        """Release (they may train) or drop (never) quarantined labels (admin; 'label review')."""
+        name = self.settings.model_name
+        ids = list(dict.fromkeys(body.ids))
+        release, drop = (ids, []) if body.action == "release" else ([], ids)
+        review = await self._console_read(
+            lambda: review_labels(
+                self.store.predictions, name, f"key:{key_name()}", QUARANTINED, release=release, drop=drop
+            )
+        )
+        return {"settled": dict(review.settled)}
+
+    async def _console_read(self, work):
+        """Run a console query or action off the event loop; what a user can fix is a 4xx."""
+        try:
+            return await asyncio.to_thread(work)
+        except (ReportNotFound, LabelNotListed) as error:
+            raise HTTPException(404, str(error)) from None
+        except (RegistryError, ShadowShortfall) as error:
+            raise HTTPException(409, str(error)) from None
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+        except Exception as error:
+            raise _store_unavailable("store or registry", error) from None
+
+    def _versions(self) -> list[dict]:
+        if not self._schema_ready:
+            self.store.create_schema()
+            self._schema_ready = True
+        return version_rows(connect(self.settings), self.settings.model_name)
 
     @web.get("/ui", response_class=HTMLResponse)
     async def ui(self) -> HTMLResponse:
@@ -348,7 +589,7 @@ class EmotionService:
 
 EmotionService.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
-    api_keys=SETTINGS.named_api_keys(),
+    api_keys=SETTINGS.keys_with_roles(),
     max_body_bytes=SETTINGS.body_limit_bytes,
 )
 bound_endpoint_labels()

@@ -380,7 +380,7 @@ def distill_and_register(
         texts=learned_from,
         distill_seconds=seconds,
         gate=gate,
-        promoted=gate.decision.passed and move_champion,
+        promoted=gate.promoted,
     )
 
 

@@ -14,18 +14,22 @@ from mlflow import MlflowClient
 
 from core.artifact import ModelBundle
 from core.registry import (
+    AWAITING_REVIEW,
     CHALLENGER,
     CHAMPION,
+    PREVIOUS_CHAMPION_TAG,
     RegistryError,
     connect,
     download_version,
+    rollback_champion,
     version_by_alias,
+    version_rows,
 )
 from core.settings import TrainingSettings
+from core.shadow import SHADOW_REQUIREMENT_TAG
 from training.data import DataError, EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation, score_on
 
-PREVIOUS_CHAMPION_TAG = "promotion.previous_champion"
 # A distilled student's gate: the extra data folders (JSON list) and its tolerance, so a later
 # 'emotion-ops promote' judges it as 'emotion-ops distill' did.
 DISTILL_GATE_DATA_TAG = "distill.gate_data"
@@ -83,6 +87,8 @@ class PromotionResult:
     previous_champion_version: str | None
     challenger: Evaluation
     champion: Evaluation | None
+    promoted: bool = False  # the champion moved to the challenger
+    awaiting_review: bool = False  # passed; waits for a reviewer (and the shadow, when asked)
 
 
 def evaluate_bundle(bundle: ModelBundle, dataset: EmotionDataset, split: str = "test") -> Evaluation:
@@ -203,9 +209,17 @@ def promote(
         "promotion.accuracy_tolerance": "" if accuracy_tolerance is None else str(accuracy_tolerance),
         TRIGGER_PROBES_TAG: json.dumps(trigger_probes or {}),
     }
-    moved = decision.passed and move_champion
-    if decision.passed and not move_champion:
-        tags["promotion.decision"] = "passed, awaiting review"
+    # With a shadow requirement a pass over a champion waits: the evidence comes from live
+    # traffic the challenger has not seen yet (core.shadow).
+    shadow_wait = champion is not None and settings.shadow_requirement().asked
+    moved = decision.passed and move_champion and not shadow_wait
+    if decision.passed and not moved:
+        tags["promotion.decision"] = AWAITING_REVIEW
+        if shadow_wait:
+            # Recorded, so whoever approves later is held to it, whatever their settings say.
+            tags[SHADOW_REQUIREMENT_TAG] = settings.shadow_requirement().to_tag()
+        if shadow_wait and move_champion:
+            tags["promotion.reason"] = f"{decision.reason}; waits for the shadow's evidence on live traffic"
     if moved:
         tags[PREVIOUS_CHAMPION_TAG] = str(champion.version) if champion else ""
     _set_tags(client, name, challenger.version, tags)
@@ -217,6 +231,8 @@ def promote(
         previous_champion_version=str(champion.version) if champion else None,
         challenger=first_challenger,
         champion=first_champion,
+        promoted=moved,
+        awaiting_review=decision.passed and not moved,
     )
 
 
@@ -275,49 +291,23 @@ def _combined(decisions: dict[str, GateDecision]) -> GateDecision:
 
 def rollback(settings: TrainingSettings) -> tuple[str, str]:
     """Move ``champion`` back to the version it replaced; returns (from, to)."""
-    client = connect(settings)
-    name = settings.model_name
-    champion = version_by_alias(client, name, CHAMPION)
-    if champion is None:
-        raise RegistryError(f"'{name}' has no '{CHAMPION}'; there is nothing to roll back")
-    previous = champion.tags.get(PREVIOUS_CHAMPION_TAG, "")
-    if not previous:
-        raise RegistryError(
-            f"champion version {champion.version} replaced no earlier champion; cannot roll back"
-        )
-    client.get_model_version(name, previous)  # fails loudly if that version was deleted
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    # The rolled-back version must not come back by the next 'promote': take 'challenger' off it.
-    challenger = version_by_alias(client, name, CHALLENGER)
-    if challenger is not None and str(challenger.version) == str(champion.version):
-        client.delete_registered_model_alias(name, CHALLENGER)
-    _set_tags(
-        client,
-        name,
-        champion.version,
-        {"rollback.time": datetime.now(UTC).isoformat(timespec="seconds"), "rollback.to": previous},
-    )
-    return str(champion.version), previous
+    return rollback_champion(connect(settings), settings.model_name)
 
 
 def list_versions(settings: TrainingSettings) -> list[dict[str, str]]:
     """One row per registered version, newest first, with aliases and test metrics."""
-    client = connect(settings)
-    versions = client.search_model_versions(f"name='{settings.model_name}'")
     rows = []
-    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        tags = version.tags or {}
+    for version in version_rows(connect(settings), settings.model_name):
+        tags: dict[str, str] = version["tags"]  # type: ignore[assignment]
         rows.append(
             {
-                "version": str(version.version),
-                "aliases": ",".join(sorted(version.aliases or [])),
+                "version": str(version["version"]),
+                "aliases": ",".join(version["aliases"]),  # type: ignore[arg-type]
                 "test_accuracy": tags.get("test_accuracy", ""),
                 "test_macro_f1": tags.get("test_macro_f1", ""),
                 "base_model": tags.get("base_model", ""),
                 "promotion": tags.get("promotion.decision", ""),
-                "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime(
-                    "%Y-%m-%d %H:%M"
-                ),
+                "created": str(version["created"])[:16].replace("T", " "),
             }
         )
     return rows

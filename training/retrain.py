@@ -109,8 +109,13 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
     )
 
 
-def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, progress: bool = False) -> str:
-    """Retrain on data plus feedback, register ``challenger``, run the gate; returns what happened."""
+def retrain_and_promote(
+    settings: TrainingSettings, store: PredictionStore, progress: bool = False, report_id: str | None = None
+) -> str:
+    """Retrain on data plus feedback, register ``challenger``, run the gate; returns what happened.
+
+    ``report_id`` names the drift report that caused it: tagged on the new version, so the
+    console links the report, the retrain and the labels it screened."""
     if settings.retrain_profile not in PROFILES:
         raise ValueError(
             f"unknown retrain profile '{settings.retrain_profile}'; choose from {sorted(PROFILES)}"
@@ -159,6 +164,15 @@ def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, prog
     outcome = train_and_register(
         settings, config, dataset=data.dataset, with_baseline=False, progress=progress
     )
+    quarantined = sum(status == QUARANTINED for status, _ in screen.decisions.values()) if screen else 0
+    lineage = {
+        "retrain.feedback_rows": str(data.feedback_train_rows),
+        "retrain.quarantined": f"{quarantined} of {len(feedback)} feedback labels quarantined",
+        **({"retrain.report_id": report_id} if report_id else {}),
+    }
+    client = connect(settings)
+    for key, value in lineage.items():
+        client.set_model_version_tag(settings.model_name, outcome.model_version, key, value)
     result = promote(
         settings,
         gate_sets=data.gate_sets,
@@ -167,12 +181,17 @@ def retrain_and_promote(settings: TrainingSettings, store: PredictionStore, prog
     )
     if not result.decision.passed:
         verdict = "refused by the gate"
-    elif settings.retrain_auto_promote:
+    elif result.promoted:
         verdict = "promoted to champion"
+    elif settings.retrain_auto_promote:
+        verdict = (
+            "passed the gate; waits as challenger for the shadow's evidence on live traffic "
+            "(approve it in the console or with 'emotion-ops promote --approve')"
+        )
     else:
         verdict = (
             "passed the gate; waits as challenger (EMOTION_RETRAIN_AUTO_PROMOTE is off: "
-            "review it, then run 'emotion-ops promote')"
+            "review it, then run 'emotion-ops promote --approve')"
         )
     capped = f"; the source cap left out {sum(left_out.values())} rows" if left_out else ""
     screened = f"{screen.describe()}{capped}; " if screen else ""

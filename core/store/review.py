@@ -18,6 +18,10 @@ from core.labels import DROPPED, QUARANTINED, RELEASED, REVIEW_STATUSES
 from core.store.predictions import PredictionStore
 
 
+class LabelNotListed(ValueError):
+    """A decision names a label that is not in the state reviewed (gone, or another's already)."""
+
+
 @dataclass(frozen=True)
 class LabelReview:
     rows: pd.DataFrame  # the labels in the status asked for (``PredictionStore.feedback_rows``)
@@ -51,7 +55,7 @@ def review_labels(
     for ids, new_status in ((release, RELEASED), (drop, DROPPED)):
         for request_id in ids:
             if request_id not in listed:
-                raise ValueError(f"request id {request_id} is not among the {status} labels listed")
+                raise LabelNotListed(f"request id {request_id} is not among the {status} labels listed")
             decisions[request_id] = new_status
     if release_all or drop_all:
         decisions.update(dict.fromkeys(rows["id"], RELEASED if release_all else DROPPED))

@@ -1,5 +1,6 @@
-"""The store's one schema: the prediction log, labels waiting for their prediction, and the
-drift-report index, in one database (SQLite by default, PostgreSQL in production).
+"""The store's one schema: the prediction log, labels waiting for their prediction, the
+drift-report index and the challenger's shadow answers, in one database (SQLite by default,
+PostgreSQL in production).
 
 The service, the monitor job, the retrain job and a reviewer's CLI all read and write these
 tables through ``core.store`` only; nothing else holds SQL for them.
@@ -81,6 +82,27 @@ drift_reports = sa.Table(
     sa.Column("note", sa.Text, nullable=True),
     sa.Column("html_path", sa.Text, nullable=True),
     sa.Column("summary", sa.JSON, nullable=False),
+)
+
+
+# What the waiting challenger said on a sampled share of live traffic (the service's shadow):
+# never answered to a client. One row per prediction it scored: the text, its logged champion
+# answer and any label that arrives stay in ``predictions`` (joined by ``id``).
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("champion_version", sa.String(50), nullable=False),
+    sa.Column("challenger_version", sa.String(50), nullable=False, index=True),
+    # The decided answers, a multi-label set joined with commas.
+    sa.Column("champion_emotion", sa.String(LABEL_CHARS), nullable=False),
+    sa.Column("challenger_emotion", sa.String(LABEL_CHARS), nullable=False),
+    sa.Column("challenger_confidence", sa.Float, nullable=False),
+    sa.Column("challenger_probabilities", sa.JSON, nullable=False),
+    # The challenger's forward pass per text (its batch's time over its texts).
+    sa.Column("latency_ms", sa.Float, nullable=False),
 )
 
 

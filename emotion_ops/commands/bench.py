@@ -1,5 +1,5 @@
 """Benchmark commands: bench (the service and the models under load), bench threads, bench
-loop, bench drift, and soak. Each is a thin layer over one function of ``bench``."""
+shadow, bench loop, bench drift, and soak. Each is a thin layer over one function of ``bench``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def _client_counts(value: str) -> tuple[int, ...]:
 
 bench_app = typer.Typer(
     help="Benchmarks: the service and the models under load (no subcommand), thread and process "
-    "layouts ('threads'), the monitoring loop ('loop'), the drift verdict ('drift').",
+    "layouts ('threads'), the shadow's cost ('shadow'), the monitoring loop ('loop'), the drift "
+    "verdict ('drift').",
 )
 
 
@@ -99,6 +100,43 @@ def bench_threads(
         TrainingSettings().resolve_data_source(),
         layouts=parse_layouts(layouts) if layouts else LAYOUTS,
         concurrency=levels,
+        requests=requests,
+        rounds=min(rounds, requests),
+        progress=typer.echo,
+    )
+    typer.echo((output / "results.md").read_text())
+    typer.echo(f"results: {output / 'results.json'}")
+
+
+@bench_app.command("shadow")
+@user_errors
+def bench_shadow(
+    requests: Annotated[int, typer.Option(min=1, help="Requests per case and client count.")] = 1000,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,32",
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds at each client count.")] = 4,
+    shares: Annotated[
+        str, typer.Option(help="Comma-separated shadow shares to serve with, beside the shadow off.")
+    ] = "0.1,1",
+) -> None:
+    """Serve the champion with the shadow off and at each share (the waiting challenger scoring
+    live traffic too) under the same load: what the shadow costs in served req/s and latency,
+    and what it found (agreement, labels the two differ on)."""
+    quiet_libraries()
+    from bench.shadow import run
+
+    try:
+        asked = tuple(float(part) for part in shares.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"--shares takes comma-separated shares between 0 and 1, such as 0.1,1, not '{shares}'"
+        ) from None
+    if not asked or any(not 0 < share <= 1 for share in asked):
+        raise ValueError(f"--shares takes comma-separated shares over 0 and at most 1, not '{shares}'")
+    output = run(
+        ServiceSettings(),
+        TrainingSettings().resolve_data_source(),
+        shares=asked,
+        concurrency=_client_counts(concurrency),
         requests=requests,
         rounds=min(rounds, requests),
         progress=typer.echo,

@@ -138,18 +138,49 @@ def promote(
         ),
     ] = None,
     floor: Annotated[float | None, typer.Option(help="Minimum absolute macro-F1.")] = None,
+    approve: Annotated[
+        bool,
+        typer.Option(
+            help="Approve a challenger whose gate passed and waits for review (as the console's "
+            "Promote does): move 'champion' without rerunning the gate."
+        ),
+    ] = False,
+    by: Annotated[str | None, typer.Option(help="Who approves, with --approve (default: $USER).")] = None,
 ) -> None:
     """Evaluate 'challenger' against 'champion' on the test set; move 'champion' if the gate passes.
 
     Exits 1 when the gate refuses the challenger (the champion is left untouched).
     """
     quiet_libraries()
+    if approve:
+        import getpass
+
+        from core.registry import approve_challenger, connect
+        from core.store import Store
+
+        settings = training_settings(label_set, task)
+        # The shadow's bar: these settings' and whatever the gate recorded on the version (the
+        # store is opened only when one is asked).
+        check = settings.shadow_requirement().check_for(
+            lambda: Store.open(settings.log_store_url).shadow, settings.model_name
+        )
+        approved, before = approve_challenger(
+            connect(settings), settings.model_name, by or getpass.getuser(), check
+        )
+        typer.echo(f"APPROVED: champion is now version {approved} (was {before or 'none'})")
+        return
     from training.promote import promote as run_promotion
 
     result = run_promotion(training_settings(label_set, task), data, tolerance, floor)
     verdict = "PROMOTED" if result.decision.passed else "REFUSED"
+    if result.awaiting_review:
+        verdict = "PASSED, AWAITING REVIEW"
     typer.echo(f"{verdict}: version {result.challenger_version}: {result.decision.reason}")
-    if result.decision.passed:
+    if result.awaiting_review:
+        typer.echo(
+            "approve it in the console, or with 'emotion-ops promote --approve', once the shadow allows"
+        )
+    elif result.decision.passed:
         before = result.previous_champion_version or "none"
         typer.echo(f"champion is now version {result.challenger_version} (was {before})")
     else:
