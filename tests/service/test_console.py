@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from core.access import Role
+from core.access import Role, required_role
 from core.labels import QUARANTINED
 from core.settings import CoreSettings, ServiceSettings, TrainingSettings
 from core.shadow import SHADOW_REQUIREMENT_TAG, ShadowRequirement, ShadowShortfall
@@ -191,6 +191,37 @@ def test_every_operation_opens_to_its_role_and_above_and_refuses_the_rest(consol
                 assert f"needs role '{needed}'" in answer.json()["error"]
                 refused.append((path, role))
     assert ("/reports", Role.LABEL) in refused and ("/console/api/promote", Role.REVIEW) in refused
+
+
+def test_every_route_the_service_mounts_has_a_role_or_is_open():
+    """Read from service.py itself, hidden routes (include_in_schema=False) too: a route the
+    document leaves out would otherwise pass the guard for any key."""
+    import ast
+    from pathlib import Path
+
+    from service.guard import is_open
+
+    service = Path(__file__).resolve().parents[2] / "service"
+    source = service / "service.py"
+    assets = [path.name for path in (service / "static").glob("console.*") if path.suffix != ".html"]
+    routes = []
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            if not (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)):
+                continue
+            if decorator.func.attr in ("get", "post") and getattr(decorator.func.value, "id", "") == "web":
+                routes.append((decorator.func.attr.upper(), decorator.args[0].value))
+            elif decorator.func.attr == "api":
+                routes += [("POST", kw.value.value) for kw in decorator.keywords if kw.arg == "route"]
+    assert len(routes) >= 25 and ("POST", "/predict") in routes
+    for method, template in routes:
+        if template == "/console/{asset}":
+            assert assets and all(is_open(f"/console/{asset}") for asset in assets)
+            continue
+        concrete = template.replace("{report_id}", "r1")
+        assert is_open(concrete) or required_role(method, concrete) is not None, (method, template)
 
 
 def test_the_report_page_opens_only_with_a_ticket_the_console_gave(console_url):
