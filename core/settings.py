@@ -363,6 +363,18 @@ class ServiceSettings(CoreSettings):
     feedback_pending_hours: float = Field(
         default=1.0, gt=0, description="How long a label waits for a prediction not logged yet."
     )
+    # One key cannot bend the labels by sheer number (docs/labels.md): each key's labels are
+    # counted over the last hour and since the last retrain the monitor triggered.
+    label_quota_per_hour: int | None = Field(
+        default=5_000,
+        ge=1,
+        description="Most labels one key may give in an hour (429 past it); unset: no limit.",
+    )
+    label_quota_per_window: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most labels one key may give between two retrains (429 past it); default: no limit.",
+    )
     # The shadow runs in a thread at the lowest CPU priority, fed by a bounded queue: under load it
     # scores less (counted as skipped), never slows an answer (docs/console.md measures it).
     shadow_share: float = Field(
@@ -380,6 +392,11 @@ class ServiceSettings(CoreSettings):
     @classmethod
     def _blank_key_is_unset(cls, value: object) -> object:
         # compose passes ${EMOTION_API_KEY:-} as an empty string: that is no key, not a key "".
+        return _blank_is_unset(value)
+
+    @field_validator("label_quota_per_hour", "label_quota_per_window", mode="before")
+    @classmethod
+    def _blank_quota_is_unset(cls, value: object) -> object:
         return _blank_is_unset(value)
 
     @field_validator("api_keys", mode="before")

@@ -256,10 +256,16 @@ def version_cards(versions: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def label_view(
-    frame: pd.DataFrame, status: str, source: str | None = None, reason: str | None = None
+    frame: pd.DataFrame,
+    status: str,
+    source: str | None = None,
+    reason: str | None = None,
+    volume: dict[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
-    """Feedback labels in ``status`` (filtered by source and reason kind), per-source counts
-    and each source's agreement with the logged prediction."""
+    """Feedback labels in ``status`` (filtered by source and reason kind), per-source counts,
+    each source's agreement with the logged prediction, and its volume (``volume``: labels
+    given ever and in the last hour, relabels included: what its quota counts)."""
+    volume = volume or {}
     if status not in REVIEW_STATUSES:
         raise ValueError(f"unknown status '{status}'; choose from {list(REVIEW_STATUSES)}")
     sources = []
@@ -272,6 +278,8 @@ def label_view(
                     "labels": len(group),
                     "quarantined": int((group["status"] == QUARANTINED).sum()),
                     "agreement": round(float(agree[group.index].mean()), 4),
+                    "given": volume.get(name, (0, 0))[0],
+                    "last_hour": volume.get(name, (0, 0))[1],
                 }
             )
     rows = frame[frame["status"] == status] if len(frame) else frame

@@ -65,6 +65,8 @@ _DESCRIPTIONS = {
     "nothing to roll back, a page gone stale).",
     "404": "Not found.",
     "413": "Request body over the service's limit.",
+    "429": "Too many labels from this key (its quota an hour, or between retrains); retry after the "
+    "Retry-After header's seconds.",
     "415": "The body is not sent as application/json.",
     "500": "Internal error (logged on the server).",
     "503": "Overloaded or a dependency is down; retry after the Retry-After header's seconds.",
@@ -73,7 +75,7 @@ _PREDICT_CODES = ("400", "413", "415", "500", "503")
 _ROUTE_CODES = {
     ("/model", "get"): ("500", "503"),
     ("/labels", "get"): ("500", "503"),
-    ("/feedback", "post"): ("202", "400", "403", "413", "415", "500", "503"),
+    ("/feedback", "post"): ("202", "400", "403", "413", "415", "429", "500", "503"),
     ("/reports", "get"): ("400", "500", "503"),
     ("/reports/{report_id}", "get"): ("400", "404", "500", "503"),
     ("/ui", "get"): ("500",),
@@ -175,7 +177,7 @@ def _error_response(code: str, description: str | None = None) -> dict:
         "description": description or _DESCRIPTIONS[code],
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
-    if code == "503":
+    if code in ("429", "503"):
         response["headers"] = {
             "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
         }

@@ -15,10 +15,11 @@ Run: ``emotion-ops serve`` (it execs ``bentoml serve`` with this service's setti
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -296,9 +297,18 @@ class EmotionService:
                 400, f"the served model is {kind}: give at most {rule.max_labels} label(s), not {given_count}"
             )
         stored = joined_labels(given)
+        source = f"key:{key_name()}"
+        try:
+            refusal = await asyncio.to_thread(self._over_quota, source)
+        except Exception as error:
+            raise _store_unavailable("prediction log store", error) from None
+        if refusal is not None:
+            message, retry_after = refusal
+            return JSONResponse(
+                {"error": message}, status_code=429, headers={"retry-after": str(retry_after)}
+            )
         try:
             # Blocking work (queue flush, database) runs in a thread, not on the event loop.
-            source = f"key:{key_name()}"
             row = await asyncio.to_thread(self._store_feedback, body.request_id, stored, source)
         except Exception as error:
             raise _store_unavailable("prediction log store", error) from None
@@ -328,6 +338,32 @@ class EmotionService:
             update={"status": "recorded", "predicted": predicted, "correct": correct}
         )
         return JSONResponse(recorded.model_dump())
+
+    def _over_quota(self, source: str) -> tuple[str, int] | None:
+        """Why ``source`` may not give another label now, and in how many seconds it may; None
+        when it may. Counted in the store, so every worker and pod counts the same labels."""
+        now = datetime.now(UTC)
+        hourly, window = self.settings.label_quota_per_hour, self.settings.label_quota_per_window
+        if hourly is not None:
+            given, oldest = self.store.predictions.labels_given(source, now - timedelta(hours=1))
+            if given >= hourly:
+                # One more label is allowed once the oldest of the hour's has aged out of it.
+                wait = (oldest + timedelta(hours=1) - now).total_seconds() if oldest else 60.0
+                return (
+                    f"{source} has given {given} labels in the last hour; its quota is {hourly} an hour "
+                    f"(EMOTION_LABEL_QUOTA_PER_HOUR)",
+                    max(1, math.ceil(wait)),
+                )
+        if window is not None:
+            since = self._report_index().last_triggered_at(self.settings.model_name)
+            given, _ = self.store.predictions.labels_given(source, since)
+            if given >= window:
+                return (
+                    f"{source} has given {given} labels since the last retrain; its quota is {window} "
+                    "until the next one (EMOTION_LABEL_QUOTA_PER_WINDOW)",
+                    3600,
+                )
+        return None
 
     def _store_feedback(self, request_id: str, label: str, source: str) -> dict | None:
         self.writer.flush(timeout=2.0)  # the prediction may still be queued in this worker
@@ -514,10 +550,15 @@ class EmotionService:
     ) -> dict:
         """Feedback labels in one state (the quarantine by default) with reasons, filtered by
         source and reason, and each source's counts and agreement with the champion."""
-        name = self.settings.model_name
-        return await self._console_read(
-            lambda: console.label_view(self.store.predictions.feedback_rows(name), status, source, reason)
-        )
+        name, hour_ago = self.settings.model_name, datetime.now(UTC) - timedelta(hours=1)
+
+        def gather() -> dict:
+            volume = self.store.predictions.volume_by_source(hour_ago)
+            return console.label_view(
+                self.store.predictions.feedback_rows(name), status, source, reason, volume
+            )
+
+        return await self._console_read(gather)
 
     @web.post("/console/api/labels/review")
     async def console_settle_labels(self, body: LabelDecision) -> dict:

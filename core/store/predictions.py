@@ -12,7 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from core.store.schema import create_schema, feedback_pending, insert_on_key, predictions
+from core.store.schema import create_schema, feedback_pending, insert_on_key, label_history, predictions
 
 # Rows per chunk a window streams in: the drift sample's byte bound counts one chunk in flight.
 CHUNK_ROWS = 5000
@@ -76,12 +76,15 @@ class PredictionStore:
     def record_feedback(self, request_id: str, label: str, source: str | None = None) -> bool:
         """Store the true label for a logged prediction, with who gave it; False when the id is
         unknown. A new label clears the screen's earlier word on the row."""
+        now = datetime.now(UTC)
         with self.engine.begin() as connection:
             result = connection.execute(
                 predictions.update()
                 .where(predictions.c.id == request_id)
-                .values(**_fresh_label(label, source, datetime.now(UTC)))
+                .values(**_fresh_label(label, source, now))
             )
+            if result.rowcount:
+                _remember(connection, [(request_id, label)], source, now)
         return result.rowcount > 0
 
     def record_feedback_or_pending(
@@ -111,6 +114,7 @@ class PredictionStore:
                 ),
                 {"request_id": request_id, "label": label, "received_at": now, "source": source},
             )
+            _remember(connection, [(request_id, label)], source, now)
         # The row may have been inserted while the label was being recorded.
         self._apply_pending_feedback([request_id])
         row = self.get(request_id)
@@ -127,6 +131,7 @@ class PredictionStore:
                     .where(predictions.c.id == request_id)
                     .values(**_fresh_label(label, source, now))
                 )
+            _remember(connection, labels, source, now)
 
     def _apply_pending_feedback(self, ids: list[str]) -> None:
         with self.engine.begin() as connection:
@@ -143,6 +148,26 @@ class PredictionStore:
                     connection.execute(
                         feedback_pending.delete().where(feedback_pending.c.request_id == waiting.request_id)
                     )
+
+    def labels_given(self, source: str, since: datetime | None) -> tuple[int, datetime | None]:
+        """How many labels ``source`` has given after ``since`` (ever, when None), and when the
+        oldest of them was given: a key's volume against its quota."""
+        query = sa.select(sa.func.count(), sa.func.min(label_history.c.given_at)).where(
+            label_history.c.source == source
+        )
+        if since is not None:
+            query = query.where(label_history.c.given_at > since)
+        with self.engine.connect() as connection:
+            count, oldest = connection.execute(query).one()._tuple()
+        return int(count or 0), _aware(oldest)
+
+    def volume_by_source(self, since: datetime) -> dict[str, tuple[int, int]]:
+        """Labels each source has given: (ever, after ``since``), relabels of a text included."""
+        recent = sa.func.sum(sa.case((label_history.c.given_at > since, 1), else_=0))
+        query = sa.select(label_history.c.source, sa.func.count(), recent).group_by(label_history.c.source)
+        with self.engine.connect() as connection:
+            rows = [row._tuple() for row in connection.execute(query).all()]
+        return {str(source or "unknown"): (int(total), int(lately or 0)) for source, total, lately in rows}
 
     def pending_feedback_count(self) -> int:
         with self.engine.connect() as connection:
@@ -313,3 +338,17 @@ def _fresh_label(label: str, source: str | None, at: datetime) -> dict[str, Any]
         "feedback_status": None,
         "feedback_reason": None,
     }
+
+
+def _remember(connection: Any, labels: list[tuple[str, str]], source: str | None, at: datetime) -> None:
+    # In the transaction that gives the labels: the history never misses one that landed.
+    if labels:
+        connection.execute(
+            label_history.insert(),
+            [{"request_id": rid, "label": label, "source": source, "given_at": at} for rid, label in labels],
+        )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite gives naive datetimes back; every time the store writes is UTC.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

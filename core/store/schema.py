@@ -50,6 +50,19 @@ predictions = sa.Table(
     sa.Column("feedback_reason", sa.Text, nullable=True),
 )
 
+# Every label given, kept with its source, whatever later labels or decisions do to the row's
+# one label: a key's volume (its quota) and a text's history come from here.
+label_history = sa.Table(
+    "label_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(36), nullable=False, index=True),
+    sa.Column("label", sa.String(LABEL_CHARS), nullable=False),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("given_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_label_history_source_given_at", "source", "given_at"),
+)
+
 feedback_pending = sa.Table(
     "feedback_pending",
     metadata,

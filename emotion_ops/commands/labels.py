@@ -5,7 +5,7 @@ quarantined ones. Each is a thin layer over one function of ``monitoring.labels`
 from __future__ import annotations
 
 import getpass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -118,8 +118,9 @@ def label_review(
 
     settings = training_settings(task=task)
     reviewer = by or getpass.getuser()
+    store = _store(settings)
     review = review_labels(
-        _store(settings),
+        store,
         settings.model_name,
         reviewer,
         status,
@@ -150,3 +151,9 @@ def label_review(
     typer.echo(
         "release or drop: emotion-ops label review --release ID | --drop ID | --matching TEXT --drop-all"
     )
+    # Each source's volume (what its quota counts): a key that floods labels shows here.
+    volume = store.volume_by_source(datetime.now(UTC) - timedelta(hours=1))
+    if volume:
+        given = ", ".join(f"{shown(source)} {total} ({hour} in the last hour)" for source, (total, hour) in
+                          sorted(volume.items(), key=lambda item: -item[1][0]))  # fmt: skip
+        typer.echo(f"labels given by source: {given}")

@@ -235,8 +235,9 @@ async function labelsPage(page, query) {
       el("label", {}, "source ", select("source", [["", "any"], ...view.sources.map((s) => [s.source, s.source])], params.get("source"))),
       el("label", {}, "reason ", select("reason", [["", "any"], ...view.reasons.map((r) => [r, r])], params.get("reason")))),
     el("h3", {}, "Sources"),
-    table(["source", "labels", "quarantined", "agreement with the champion"], view.sources.map((s) =>
-      el("tr", {}, el("td", {}, s.source), el("td", {}, s.labels), el("td", {}, s.quarantined), el("td", {}, percent(s.agreement))))),
+    table(["source", "texts labelled", "labels given (last hour)", "quarantined", "agreement with the champion"], view.sources.map((s) =>
+      el("tr", {}, el("td", {}, s.source), el("td", {}, s.labels), el("td", {}, `${s.given} (${s.last_hour})`),
+        el("td", {}, s.quarantined), el("td", {}, percent(s.agreement))))),
     el("h3", {}, `${view.total} ${status} label(s)`));
   const boxes = [];
   const rows = view.rows.map((row) => {

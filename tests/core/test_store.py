@@ -240,6 +240,15 @@ def test_a_label_for_a_row_not_logged_yet_waits_and_is_applied_when_it_arrives(t
         assert store.pending_feedback_count() == 0
         logged = store.record_feedback_or_pending(row["id"], "anger", keep_hours=1)
         assert logged["emotion"] == "joy" and store.get(row["id"])["feedback_label"] == "anger"
+        # Every label given is history, pending or not, whatever the row keeps.
+        given, oldest = store.labels_given("key:x", None)
+        assert given == 0 and oldest is None
+        store.record_feedback(row["id"], "fear", source="key:x")
+        store.record_feedback_batch([(row["id"], "love")], "import:op:file.csv")
+        assert store.labels_given("key:x", None)[0] == 1
+        assert store.labels_given("key:x", datetime.now(UTC) - timedelta(hours=1))[1].tzinfo is not None
+        volume = store.volume_by_source(datetime.now(UTC) - timedelta(hours=1))
+        assert volume == {"unknown": (3, 3), "key:x": (1, 1), "import:op:file.csv": (1, 1)}
 
 
 def test_a_window_streams_newest_first_with_each_text_cut_in_the_database(tmp_path):

@@ -116,6 +116,7 @@ def console_env(registry, tiny_data, tiny_base_model, tmp_path_factory):
         EMOTION_SHADOW_SHARE="1",
         EMOTION_SHADOW_MIN_AGREEMENT="0",
         EMOTION_SHADOW_MIN_ROWS="10",
+        EMOTION_LABEL_QUOTA_PER_HOUR="25",
     )
 
 
@@ -222,6 +223,37 @@ def test_every_route_the_service_mounts_has_a_role_or_is_open():
             continue
         concrete = template.replace("{report_id}", "r1")
         assert is_open(concrete) or required_role(method, concrete) is not None, (method, template)
+
+
+def test_a_key_past_its_hourly_label_quota_gets_429_and_when_to_retry(console_url):
+    answers = httpx.post(console_url + "/predict_batch", headers={"x-api-key": API_KEY},
+                         json={"texts": [f"i feel fine {index}" for index in range(26)]}).json()  # fmt: skip
+    vendor = {"x-api-key": VENDOR_KEY}
+    for answer in answers[:25]:
+        sent = httpx.post(
+            console_url + "/feedback",
+            headers=vendor,
+            json={"request_id": answer["request_id"], "label": "joy"},
+        )
+        assert sent.status_code == 200, sent.text
+    refused = httpx.post(
+        console_url + "/feedback",
+        headers=vendor,
+        json={"request_id": answers[25]["request_id"], "label": "joy"},
+    )
+    assert refused.status_code == 429, refused.text
+    assert "key:vendor-a has given 25 labels in the last hour; its quota is 25" in refused.json()["error"]
+    assert 3500 <= int(refused.headers["retry-after"]) <= 3600
+    # The quota is the key's own: the admin's 20 labels leave it room.
+    admin = httpx.post(console_url + "/feedback", headers={"x-api-key": API_KEY},
+                       json={"request_id": answers[25]["request_id"], "label": "joy"})  # fmt: skip
+    assert admin.status_code == 200, admin.text
+    # Each source's volume, relabels included, as the quota counts it.
+    sources = httpx.get(console_url + "/console/api/labels", headers={"x-api-key": REVIEW_KEY}).json()[
+        "sources"
+    ]
+    by_source = {source["source"]: source for source in sources}
+    assert by_source["key:vendor-a"]["given"] == 25 and by_source["key:vendor-a"]["last_hour"] == 25
 
 
 def test_the_report_page_opens_only_with_a_ticket_the_console_gave(console_url):
