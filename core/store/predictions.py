@@ -12,6 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.labels import DROPPED
 from core.store.schema import create_schema, feedback_pending, insert_on_key, label_history, predictions
 
 # Rows per chunk a window streams in: the drift sample's byte bound counts one chunk in flight.
@@ -330,13 +331,16 @@ FEEDBACK_COLUMNS = [
 
 
 def _fresh_label(label: str, source: str | None, at: datetime) -> dict[str, Any]:
-    # A new label is a new claim: whatever the screen said about the old one no longer holds.
+    # A new label is a new claim: whatever the screen said about the old one no longer holds,
+    # and a released row is screened again. An operator's drop holds until an operator changes
+    # it: relabelling a dropped text does not bring it back into training.
+    dropped = predictions.c.feedback_status == DROPPED
     return {
         "feedback_label": label,
         "feedback_at": at,
         "feedback_source": source,
-        "feedback_status": None,
-        "feedback_reason": None,
+        "feedback_status": sa.case((dropped, predictions.c.feedback_status), else_=None),
+        "feedback_reason": sa.case((dropped, predictions.c.feedback_reason), else_=None),
     }
 
 

@@ -249,6 +249,16 @@ def test_a_label_for_a_row_not_logged_yet_waits_and_is_applied_when_it_arrives(t
         assert store.labels_given("key:x", datetime.now(UTC) - timedelta(hours=1))[1].tzinfo is not None
         volume = store.volume_by_source(datetime.now(UTC) - timedelta(hours=1))
         assert volume == {"unknown": (3, 3), "key:x": (1, 1), "import:op:file.csv": (1, 1)}
+        # An operator's drop holds through a new label; a release is screened again.
+        store.set_feedback_status({row["id"]: ("dropped", "dropped by op")})
+        store.record_feedback(row["id"], "joy", source="key:x")
+        assert (store.get(row["id"])["feedback_status"], store.get(row["id"])["feedback_reason"]) == (
+            "dropped",
+            "dropped by op",
+        )
+        store.set_feedback_status({row["id"]: ("released", "released by op")})
+        store.record_feedback(row["id"], "sadness", source="key:x")
+        assert store.get(row["id"])["feedback_status"] is None
 
 
 def test_a_window_streams_newest_first_with_each_text_cut_in_the_database(tmp_path):
