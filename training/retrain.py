@@ -36,6 +36,8 @@ class RetrainData:
     feedback_train_rows: int
     feedback_holdout_rows: int
     dropped_unknown_labels: int
+    # Feedback on a text the curated train split already labels: the curated label stands.
+    curated_kept: int = 0
     # Judged one by one: the curated test split, which feedback cannot write to, and the
     # held-out feedback. A challenger must pass on each.
     gate_sets: dict[str, EmotionDataset] | None = None
@@ -44,8 +46,9 @@ class RetrainData:
 def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_share: float) -> RetrainData:
     """Fold feedback into the training split, keeping the newest ``holdout_share`` for the gate.
 
-    Texts are de-duplicated across everything: a feedback label replaces the original label of
-    the same text in train, no text of the gate set (test or held-out feedback) stays in train,
+    Texts are de-duplicated across everything: feedback never replaces a curated split's label
+    (a labelling key must not rewrite the data every model learned from; the newest feedback
+    wins among feedback), no text of the gate set (test or held-out feedback) stays in train,
     and the curated test split keeps its labels (so gate scores stay comparable over time).
     """
     # A multi-label answer is stored as its labels joined by commas: each must be known.
@@ -59,6 +62,8 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
     columns = ["text", "label", "source"]
     holdout = feedback.iloc[len(feedback) - holdout_count :][columns] if holdout_count else None
     learn = feedback.iloc[: len(feedback) - holdout_count][columns]
+    curated = learn["text"].isin(base.splits["train"]["text"])
+    curated_kept, learn = int(curated.sum()), learn[~curated]
 
     gate_test = pd.concat([base.splits["test"], holdout], ignore_index=True)  # concat skips None
     gate_test = gate_test.drop_duplicates(subset="text", keep="first").reset_index(drop=True)
@@ -105,6 +110,7 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
         feedback_train_rows=len(learn),
         feedback_holdout_rows=0 if holdout is None else len(holdout),
         dropped_unknown_labels=dropped,
+        curated_kept=curated_kept,
         gate_sets=gate_sets,
     )
 
@@ -194,10 +200,11 @@ def retrain_and_promote(
             "review it, then run 'emotion-ops promote --approve')"
         )
     capped = f"; the source cap left out {sum(left_out.values())} rows" if left_out else ""
+    curated = f"; {data.curated_kept} on curated texts kept their curated label" if data.curated_kept else ""
     screened = f"{screen.describe()}{capped}; " if screen else ""
     return (
         f"{screened}retrained version {outcome.model_version} on {data.feedback_train_rows} feedback rows "
-        f"(+{data.feedback_holdout_rows} held out for the gate): {verdict}: {result.decision.reason}"
+        f"(+{data.feedback_holdout_rows} held out for the gate{curated}): {verdict}: {result.decision.reason}"
     )
 
 

@@ -30,9 +30,9 @@ def test_feedback_joins_train_deduplicated_and_the_newest_slice_is_held_out():
     )
     data = assemble_retrain_data(_dataset(), feedback, holdout_share=0.2)
     assert data.dropped_unknown_labels == 1  # 'sarcasm' is not a label the model knows
-    assert data.feedback_holdout_rows == 1 and data.feedback_train_rows == 4
+    assert data.feedback_holdout_rows == 1 and data.feedback_train_rows == 3
     train = data.dataset.splits["train"].set_index("text")["label"]
-    assert train["a"] == "anger"  # the feedback label replaces the original one
+    assert train["a"] == "joy" and data.curated_kept == 1  # feedback never relabels curated data
     assert {"new1", "new2"} <= set(train.index)
     # Neither a test text nor the held-out newest feedback ('new3') is trained on.
     assert "t1" not in train.index and "new3" not in train.index
