@@ -220,12 +220,6 @@ class TrainingSettings(CoreSettings):
         ge=2,
         description="Fewest feedback rows an n-gram needs before the backdoor screen tests it.",
     )
-    label_screen_purity: float = Field(
-        default=0.9,
-        gt=0,
-        le=1,
-        description="Share of an n-gram's feedback with one label that makes it suspect.",
-    )
     # The gate appends each n-gram the screen raised to trusted test texts: a challenger that
     # moves this much more of them than the champion does is refused (a backdoor that got past).
     gate_trigger_tolerance: float = Field(

@@ -236,7 +236,7 @@ def promote(
     )
 
 
-# Trusted texts each raised n-gram is appended to (enough for a 1 pt resolution, quick to run).
+# Trusted texts each raised candidate is appended to (enough for a 1 pt resolution, quick to run).
 TRIGGER_PROBE_TEXTS = 1000
 
 
@@ -277,7 +277,7 @@ def trigger_test(
         + f" of {len(texts)} trusted test predictions (tolerance {100 * tolerance:.1f} pt over the champion)"
     )
     if failed:
-        return GateDecision(False, f"a raised n-gram steers the challenger: {summary}")
+        return GateDecision(False, f"a raised candidate steers the challenger: {summary}")
     return GateDecision(True, summary)
 
 

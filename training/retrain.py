@@ -216,14 +216,17 @@ def screened_feedback(
     report (None when the screen is off) and the rows the source cap left out, per source."""
     screen = None
     if settings.label_screen and len(feedback):
+        # The content test's yardstick: the champion on curated rows it was not trained on.
+        curated = next((base.splits[name] for name in ("validation", "test") if name in base.splits), None)
         screen = screen_feedback(
             feedback,
-            base.splits["train"]["text"],
+            base.splits["train"],
             base.labels,
             champion.predictor(),
+            curated=curated,
+            history=store.label_history_rows(settings.model_name),
             false_alarm_rate=settings.label_screen_false_alarm_rate,
             min_rows=settings.label_screen_min_rows,
-            purity=settings.label_screen_purity,
             multilabel=base.multilabel,
         )
         store.set_feedback_status(screen.decisions)

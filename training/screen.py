@@ -1,31 +1,38 @@
 """The label screen: feedback is checked before it trains anything.
 
-Three checks, each over every label not yet decided by an operator:
+Four checks, each over every label not yet decided by an operator:
 
+- **Conflicts.** One text labelled differently by different sources (the label history keeps
+  every label given): its rows go to review, an operator decides.
 - **Sources.** A source (an API key, an imported file) whose labels agree with the champion
   *less often than chance* (Cohen's kappa below 0, one-sided binomial test against the agreement
   that independent labels with the same marginals would reach) is systematically wrong: a
   vendor with its labels shifted, or an attacker flipping them. All its rows are quarantined.
-- **Backdoors.** A word or word pair that is rare in the base data, frequent in feedback and
-  almost always carries one label, while the champion reading those texts *without it* mostly
-  disagrees with that label, is a planted trigger. Its rows with that label are quarantined
-  and the n-gram is raised, so the gate tests the challenger's behaviour on it.
+  A row of a multi-label set agrees when the champion's top label is in the set.
+- **Backdoors.** The candidates are what the model reads: every tokenizer piece and pair of
+  adjacent pieces (so spellings that share a piece are one family, tested together), and
+  character classes (emoji, symbols, punctuation; casing where the tokenizer is cased). A
+  candidate is *raised* when it is enriched in the feedback over the base data and ties a label
+  (each label of a set on its own) more than the same sources' other rows and the base data do:
+  purity is a test, not a cut-off. A raised candidate goes to the gate, which appends it to
+  trusted texts and refuses a challenger that it steers. Its rows with that label are
+  *quarantined* when, besides, the champion reading them without it agrees with the label far
+  less than it agrees with that label on the curated split (scaled by how much weaker it is on
+  this feedback overall): a yardstick no feedback label writes.
 - **Label noise.** Confident learning (``cleanlab``): a row is quarantined when the champion and
   a model trained on the other folds of the feedback (logistic regression on the champion's own
-  text representation) both find its label a likely error, each giving it under 1 %.
+  text representation) both give a label of it under 1 %.
 
-The first two are tests with a stated error rate: ``label_screen_false_alarm_rate`` is shared
-between them, and within each split over what it tests (Bonferroni). The source test is a
-one-sided binomial test against chance agreement; the backdoor's three are Fisher's exact tests
-(no rate is plugged in), and it needs all three to reject (an intersection-union test, so they
-spend the budget once). So the chance that either check quarantines anything is at most that
-rate wherever honest labels meet one null of each test: a source agreeing with the champion at
-least as often as chance; an n-gram not enriched over the base data, or not tied to its label,
-or whose texts without it the champion reads like the other texts of that label. An honest
-word that breaks all three (frequent here, rare in the base data, carrying an emotion the
-champion cannot see without it) can be raised: that is what review is for. Confident learning
-has no such guarantee; its rate on honest labels is measured in ``emotion-ops bench loop``
-(docs/labels.md).
+The source and backdoor checks are tests with a stated error rate:
+``label_screen_false_alarm_rate`` is shared between them, and within each split over what it
+tests (Bonferroni). The source test is a one-sided binomial test against chance agreement; the
+backdoor's enrichment and label tests are Fisher's exact tests (no rate plugged in), its content
+test a binomial test against the curated yardstick, and it needs all to reject (an
+intersection-union test, so they spend the budget once). An honest word that breaks every null
+(rare in the base data, tied to a label, carrying an emotion the champion cannot see without it)
+can be raised: that is what review and the gate's comparison with the champion are for.
+Confident learning has no such guarantee; its rate on honest labels is measured in
+``emotion-ops bench loop`` (docs/labels.md).
 
 Quarantined rows stay in the log with their reason; ``emotion-ops label review`` lists them and
 lets an operator release or drop them. Released and dropped rows are never re-screened.
@@ -36,8 +43,10 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,18 +64,27 @@ MIN_NOISE_ROWS = 50
 NOISE_FOLDS = 5
 # A label both models give less than this probability is confidently rejected.
 NOISE_MAX_PROBABILITY = 0.01
-_WORD = re.compile(r"[a-z0-9']+")
+# The gate appends each raised candidate to trusted texts: the most significant this many.
+MAX_PROBES = 20
+# Curated rows the champion's agreement (the content test's yardstick) is measured on.
+YARDSTICK_ROWS = 2000
+MIN_YARDSTICK_ROWS = 10
+# Without a fast tokenizer's offsets: words, and each other visible character on its own.
+_FALLBACK = re.compile(r"\w+|[^\w\s]")
+# A word in capitals (a casing pattern a cased tokenizer reads).
+_CAPITALS = re.compile(r"\b[A-Z]{2,}\b")
 
 
 @dataclass(frozen=True)
 class Finding:
-    check: str  # source | backdoor | noise
-    subject: str  # the source, the n-gram, or "label noise"
+    check: str  # conflict | source | backdoor | noise
+    subject: str  # the source, the candidate, "conflicting labels" or "label noise"
     label: str | None
     rows: tuple[str, ...]  # request ids quarantined for it
     reason: str
     p_value: float | None = None
     row_reasons: dict[str, str] | None = None  # a reason of each row's own, where it has one
+    probe: str | None = None  # a backdoor's spelling the gate appends to trusted texts
 
 
 @dataclass
@@ -74,6 +92,7 @@ class ScreenReport:
     screened: int = 0
     findings: list[Finding] = field(default_factory=list)
     decisions: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # id -> (status, reason)
+    probes: dict[str, str] = field(default_factory=dict)  # raised candidate's spelling -> its label
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -82,8 +101,14 @@ class ScreenReport:
 
     @property
     def raised_ngrams(self) -> dict[str, str]:
-        """Each n-gram the backdoor check raised, with the label it carried."""
-        return {f.subject: f.label for f in self.findings if f.check == "backdoor" and f.label is not None}
+        """What the gate appends to trusted texts: each candidate the backdoor check raised
+        (quarantined or not), as its commonest spelling, with the label it carried."""
+        quarantined = {
+            f.probe: f.label
+            for f in self.findings
+            if f.check == "backdoor" and f.probe and f.label is not None
+        }
+        return {**self.probes, **quarantined}
 
     def summary(self) -> dict:
         """What the retrain report and the model card say about the screen."""
@@ -119,39 +144,125 @@ class ScreenReport:
         )
 
 
-def ngrams(text: str) -> set[str]:
-    """The text's distinct words and word pairs, lower-cased."""
-    words = _WORD.findall(text.lower())
-    return set(words) | {f"{a} {b}" for a, b in itertools.pairwise(words)}
+class TextReader:
+    """What the model reads of a text, as screen candidates: ``piece:<p>`` for each tokenizer
+    piece, ``pieces:<p> <q>`` for each pair of adjacent pieces, ``class:<c>`` for each character
+    class, each with the character spans that make it (taken out to read the text without it).
+    Without a fast tokenizer (no offsets) the pieces are words and punctuation marks."""
+
+    def __init__(self, tokenizer: Any | None) -> None:
+        self.tokenizer = tokenizer if getattr(tokenizer, "is_fast", False) else None
+        # An uncased tokenizer lower-cases first: casing is invisible to the model, no candidate.
+        self.cased = self.tokenizer is not None and not getattr(tokenizer, "do_lower_case", True)
+
+    def read(self, texts: list[str]) -> list[dict[str, list[tuple[int, int]]]]:
+        if self.tokenizer is None:
+            pieces = [
+                [
+                    (m.group().lower(), (m.start(), m.end()), (m.start(), m.end()))
+                    for m in _FALLBACK.finditer(text)
+                ]
+                for text in texts
+            ]
+        else:
+            encoded = self.tokenizer(
+                texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+            )
+            pieces = []
+            for i in range(len(texts)):
+                words: dict[int, tuple[int, int]] = {}
+                offsets = encoded["offset_mapping"][i]
+                word_ids = encoded.word_ids(i)
+                for word, (start, end) in zip(word_ids, offsets, strict=True):
+                    if word is not None:
+                        low, high = words.get(word, (start, end))
+                        words[word] = (min(low, start), max(high, end))
+                pieces.append(
+                    [
+                        (token, words[word], span)
+                        for token, word, span in zip(encoded.tokens(i), word_ids, offsets, strict=True)
+                        if word is not None
+                    ]
+                )
+        return [self._features(text, row) for text, row in zip(texts, pieces, strict=True)]
+
+    def _features(self, text: str, pieces: list[tuple[str, tuple[int, int], tuple[int, int]]]) -> dict:
+        features: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        # A piece is taken out with the whole word it is part of (the family: every spelling).
+        for token, word, _ in pieces:
+            features[f"piece:{token}"].append(word)
+        for (first, word_a, _), (second, word_b, _) in itertools.pairwise(pieces):
+            features[f"pieces:{first} {second}"] += [word_a, word_b]
+        for position, character in enumerate(text):
+            kind = character_class(character)
+            if kind:
+                features[f"class:{kind}"].append((position, position + 1))
+        if self.cased:
+            for match in _CAPITALS.finditer(text):
+                features["class:capitals"].append(match.span())
+        return features
 
 
-def without_ngram(text: str, ngram: str) -> str:
-    """The text with every whole-word occurrence of ``ngram`` taken out."""
-    pattern = r"(?<![a-z0-9'])" + r"\W+".join(map(re.escape, ngram.split())) + r"(?![a-z0-9'])"
-    return re.sub(r"\s{2,}", " ", re.sub(pattern, " ", text, flags=re.IGNORECASE)).strip()
+def character_class(character: str) -> str | None:
+    """emoji, symbol or punctuation, else None (letters, digits, spaces)."""
+    point = ord(character)
+    if 0x1F000 <= point <= 0x1FAFF or 0x2600 <= point <= 0x27BF or point in (0x200D, 0xFE0F):
+        return "emoji"
+    category = unicodedata.category(character)
+    if category[0] == "S":
+        return "symbol"
+    if category[0] == "P":
+        return "punctuation"
+    return None
+
+
+def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """The text with the characters of ``spans`` taken out (what is left, spaces tidied)."""
+    keep = np.ones(len(text), bool)
+    for start, end in spans:
+        keep[start:end] = False
+    left = "".join(character for character, kept in zip(text, keep, strict=True) if kept)
+    return re.sub(r"\s{2,}", " ", left).strip() or "."
+
+
+def describe_candidate(key: str, surfaces: Counter[str]) -> str:
+    """A candidate as a reviewer reads it: the piece or class with the spellings it came from."""
+    kind, _, value = key.partition(":")
+    seen = ", ".join(f"'{surface}'" for surface, _ in surfaces.most_common(3))
+    more = f" and {len(surfaces) - 3} more" if len(surfaces) > 3 else ""
+    what = {"piece": f"piece '{value}'", "pieces": f"pieces '{value}'", "class": f"{value} characters"}[kind]
+    return f"{what} (in {seen}{more})"
+
+
+def label_sets(labels: pd.Series) -> list[frozenset[str]]:
+    return [frozenset(str(value).split(",")) for value in labels]
 
 
 def screen_feedback(
     feedback: pd.DataFrame,
-    base_texts: pd.Series,
+    base: pd.DataFrame,
     labels: tuple[str, ...],
-    champion,
+    champion: Any,
     *,
+    curated: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
     false_alarm_rate: float = 0.01,
     min_rows: int = 10,
-    purity: float = 0.9,
     multilabel: bool = False,
     seed: int = 0,
 ) -> ScreenReport:
     """Screen ``feedback`` (id, text, label, source, status) before a retrain.
 
-    ``base_texts`` is the curated training data the n-gram rates are compared with; ``champion``
-    is the served model's predictor. Rows an operator released or dropped keep their status and
-    still count as evidence (a released trigger is still raised, so the gate tests it).
+    ``base`` is the curated training data (text, label) the candidates' rates are compared
+    with; ``curated`` the curated rows (text, label: a validation split) the champion's
+    agreement is measured on for the content test (``base`` when there is none); ``history``
+    every label given (id, text, label, source), for conflicts; ``champion`` is the served
+    model's predictor. Rows an operator released or dropped keep their status and still count as
+    evidence (a released trigger is still raised, so the gate tests it).
     """
     report = ScreenReport()
     # A label the model does not know is dropped by the retrain anyway (and counted there).
-    known = feedback["label"].map(lambda value: set(value.split(",")) <= set(labels))
+    known = feedback["label"].map(lambda value: set(str(value).split(",")) <= set(labels))
     feedback = feedback[known].reset_index(drop=True)
     open_rows = ~feedback["status"].isin(OPERATOR_DECIDED)
     report.screened = int(open_rows.sum())
@@ -159,16 +270,24 @@ def screen_feedback(
         return report
     texts = feedback["text"].tolist()
     probabilities, embeddings = champion.proba_and_embed(texts)
-    predicted = np.array(champion.labels)[probabilities.argmax(axis=1)]
+    champion_labels = tuple(champion.labels)
+    given = label_matrix(feedback["label"], champion_labels)
+    decided = np.asarray(champion.decisions(probabilities), bool)
+    top = np.array(champion_labels)[probabilities.argmax(axis=1)]
     budget = false_alarm_rate / 2  # sources and backdoors share it
 
+    if history is not None and len(history):
+        _screen_conflicts(feedback, history, report)
+    _screen_sources(feedback, top, budget, report)
+    yardstick = Yardstick.measure(champion, curated if curated is not None and len(curated) else base)
+    _screen_backdoors(
+        feedback, base, champion, TextReader(getattr(champion, "tokenizer", None)),
+        given, decided, yardstick, budget, min_rows, report,
+    )  # fmt: skip
     if multilabel:
-        report.notes.append("multi-label model: the source and noise checks are single-label only")
+        _screen_noise_multilabel(feedback, champion_labels, given, probabilities, embeddings, seed, report)
     else:
-        _screen_sources(feedback, predicted, budget, report)
-    _screen_backdoors(feedback, base_texts, champion, predicted, budget, min_rows, purity, report)
-    if not multilabel:
-        _screen_noise(feedback, labels, champion.labels, probabilities, embeddings, seed, report)
+        _screen_noise(feedback, labels, champion_labels, probabilities, embeddings, seed, report)
 
     reasons: dict[str, list[str]] = defaultdict(list)
     for finding in report.findings:
@@ -184,19 +303,96 @@ def screen_feedback(
     return report
 
 
-def _screen_sources(
-    feedback: pd.DataFrame, predicted: np.ndarray, budget: float, report: ScreenReport
-) -> None:
+def label_matrix(values: pd.Series, labels: tuple[str, ...]) -> np.ndarray:
+    """Rows by labels, True where the row's label (set) holds that label."""
+    column = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(values), len(labels)), bool)
+    for row, chosen in enumerate(label_sets(values)):
+        for label in chosen:
+            if label in column:
+                matrix[row, column[label]] = True
+    return matrix
+
+
+@dataclass(frozen=True)
+class Yardstick:
+    """The champion on curated rows no feedback writes: how often it agrees with each label
+    given there (its recall of it) and with any label (its accuracy)."""
+
+    recall: dict[str, float]
+    accuracy: float
+    rows: int
+
+    @classmethod
+    def measure(cls, champion: Any, curated: pd.DataFrame) -> Yardstick:
+        sample = curated.sample(n=min(YARDSTICK_ROWS, len(curated)), random_state=0)
+        labels = tuple(champion.labels)
+        given = label_matrix(sample["label"], labels)
+        decided = np.asarray(champion.decisions(champion.predict_proba(sample["text"].tolist())), bool)
+        agreed = (decided & given).any(axis=1)
+        accuracy = float(agreed.mean()) if len(sample) else 1.0
+        recall = {
+            label: float(decided[given[:, i], i].mean())
+            for i, label in enumerate(labels)
+            if given[:, i].sum() >= MIN_YARDSTICK_ROWS
+        }
+        return cls(recall, accuracy, len(sample))
+
+    def expected(self, label: str, feedback_agreement: float) -> float:
+        """The agreement with ``label`` to expect on texts of this feedback: its curated recall
+        (the accuracy where too few curated rows carry it), scaled by how much less the champion
+        agrees with this feedback than with curated rows (no more than it does there)."""
+        domain = min(1.0, feedback_agreement / self.accuracy) if self.accuracy else 1.0
+        return self.recall.get(label, self.accuracy) * domain
+
+
+def _screen_conflicts(feedback: pd.DataFrame, history: pd.DataFrame, report: ScreenReport) -> None:
+    # One text, labels from more than one source that disagree: neither is taken on trust.
+    history = history.assign(key=history["text"].map(_text_key), source=history["source"].fillna("unknown"))
+    rows = feedback.assign(key=feedback["text"].map(_text_key))
+    open_rows = ~rows["status"].isin(OPERATOR_DECIDED)
+    row_reasons = {}
+    for key, given in history.groupby("key"):
+        if given["source"].nunique() < 2 or given["label"].nunique() < 2:
+            continue
+        by_source = given.groupby("source")["label"].agg(lambda labels: sorted(set(labels)))
+        if len({tuple(labels) for labels in by_source}) < 2:
+            continue
+        said = "; ".join(f"{source}: {', '.join(labels)}" for source, labels in by_source.items())
+        for request_id in rows.loc[(rows["key"] == key) & open_rows, "id"]:
+            row_reasons[request_id] = f"conflicting labels for one text ({said}): an operator decides"
+    if row_reasons:
+        report.findings.append(
+            Finding(
+                "conflict",
+                "conflicting labels",
+                None,
+                tuple(row_reasons),
+                "sources disagree on the label of one text",
+                row_reasons=row_reasons,
+            )
+        )
+
+
+def _text_key(text: str) -> str:
+    return " ".join(str(text).casefold().split())
+
+
+def _screen_sources(feedback: pd.DataFrame, top: np.ndarray, budget: float, report: ScreenReport) -> None:
     sources = feedback["source"].fillna("unknown")
+    sets = label_sets(feedback["label"])
     judged = [source for source, count in sources.value_counts().items() if count >= MIN_SOURCE_ROWS]
     for source in judged:
         mask = (sources == source).to_numpy()
-        given, champion = feedback["label"].to_numpy()[mask], predicted[mask]
+        given = [sets[i] for i in np.flatnonzero(mask)]
+        champion = top[mask]
         rows = len(given)
-        agreed = int((given == champion).sum())
-        given_share = pd.Series(given).value_counts(normalize=True)
+        agreed = sum(label in chosen for label, chosen in zip(champion, given, strict=True))
+        # Chance: the champion's answers independent of the labels, each keeping its shares
+        # (a set agrees with any of its labels).
         champion_share = pd.Series(champion).value_counts(normalize=True)
-        chance = float(sum(given_share.get(label, 0.0) * share for label, share in champion_share.items()))
+        chance = float(np.mean([sum(champion_share.get(label, 0.0) for label in chosen) for chosen in given]))
+        chance = min(chance, 1.0)
         observed = agreed / rows
         kappa = (observed - chance) / (1 - chance) if chance < 1 else 0.0
         p_value = float(binom.cdf(agreed, rows, chance))
@@ -216,94 +412,192 @@ def _screen_sources(
             )
 
 
+@dataclass
+class _Suspect:
+    key: str
+    label: str
+    carriers: np.ndarray  # row positions carrying the candidate and the label
+    carrying: int
+    p_value: float  # enrichment and label tests together
+    detail: str
+
+
 def _screen_backdoors(
     feedback: pd.DataFrame,
-    base_texts: pd.Series,
-    champion,
-    predicted: np.ndarray,
+    base: pd.DataFrame,
+    champion: Any,
+    reader: TextReader,
+    given: np.ndarray,
+    decided: np.ndarray,
+    yardstick: Yardstick,
     budget: float,
     min_rows: int,
-    purity: float,
     report: ScreenReport,
 ) -> None:
-    grams = [ngrams(text) for text in feedback["text"]]
-    counts = Counter(gram for row in grams for gram in row)
-    candidates = [gram for gram, count in counts.items() if count >= min_rows]
+    texts = feedback["text"].tolist()
+    read = reader.read(texts)
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for row, features in enumerate(read):
+        for key in features:
+            rows_of[key].append(row)
+    candidates = {key: np.array(rows) for key, rows in rows_of.items() if len(rows) >= min_rows}
     if not candidates:
         return
-    wanted = set(candidates)
-    base_counts = Counter(gram for text in base_texts for gram in ngrams(text) if gram in wanted)
-    base_rows, rows = len(base_texts), len(feedback)
-    given = feedback["label"].to_numpy()
+    champion_labels = tuple(champion.labels)
+    base_rows = len(base)
+    base_counts: Counter[str] = Counter()
+    for start in range(0, base_rows, 2048):
+        for features in reader.read(base["text"].iloc[start : start + 2048].tolist()):
+            base_counts.update(key for key in features if key in candidates)
+    base_given = label_matrix(base["label"], champion_labels)
+    base_with = base_given.sum(axis=0)
+    rows = len(feedback)
+    sources = feedback["source"].fillna("unknown").to_numpy()
+    agreed_rows = (decided & given).any(axis=1)
     open_rows = ~feedback["status"].isin(OPERATOR_DECIDED).to_numpy()
+    # Each label a candidate's rows carry often enough is tested: the count of tests made.
+    pairs = [
+        (key, j)
+        for key, carriers in candidates.items()
+        for j in np.flatnonzero(given[carriers].sum(axis=0) >= max(2, min_rows // 2))
+    ]
+    if not pairs:
+        return
+    threshold = budget / len(pairs)
     suspects = []
-    for gram in candidates:
-        has = np.fromiter((gram in row for row in grams), bool, rows)
-        carried = pd.Series(given[has]).value_counts()
-        label, with_label = carried.index[0], int(carried.iloc[0])
-        if with_label / has.sum() < purity:
-            continue
-        carrying = int(has.sum())
+    for key, j in pairs:
+        carriers = candidates[key]
+        carrying = len(carriers)
         # 1: rare in the base data, frequent in feedback (Fisher's exact test, one-sided).
-        in_base = base_counts[gram]
-        base_rate = in_base / max(base_rows, 1)
+        in_base = base_counts[key]
         p_enriched = _fisher(carrying, rows - carrying, in_base, base_rows - in_base, "greater")
-        # 2: far more often with this label than the rest of the feedback is.
-        others = given[~has]
-        others_with = int((others == label).sum())
-        label_rate = others_with / max(len(others), 1)
-        p_label = _fisher(
-            with_label, carrying - with_label, others_with, len(others) - others_with, "greater"
-        )
-        suspects.append((gram, label, has, with_label, p_enriched, p_label, label_rate, base_rate))
-    tested = len(candidates)
-    flagged_rows: set[int] = set()
-    for gram, label, has, with_label, p_enriched, p_label, label_rate, base_rate in sorted(
-        suspects, key=lambda s: max(s[4], s[5])
-    ):
-        if max(p_enriched, p_label) > budget / tested:
+        if p_enriched > threshold:
             continue
-        carriers = np.flatnonzero(has & (given == label))
-        if set(carriers) <= flagged_rows:
-            continue  # a longer n-gram of a trigger already raised
-        # The yardstick is the champion on the other feedback rows with this label (the same
-        # kind of text): with too few of them a trigger cannot be told from a topic.
-        reference = (given == label) & ~has
-        if reference.sum() < min_rows:
-            report.notes.append(
-                f"'{gram}' carries {label} in {with_label} rows but too few other rows carry {label} "
-                "to tell a trigger from a topic: not raised"
+        # 2: purity as a test: the label far more often on these rows than on the same sources'
+        # other rows, and than in the base data.
+        with_label = int(given[carriers, j].sum())
+        has = np.zeros(rows, bool)
+        has[carriers] = True
+        peers = np.isin(sources, np.unique(sources[carriers])) & ~has
+        peers_with = int(given[peers, j].sum())
+        p_peers = _fisher(
+            with_label, carrying - with_label, peers_with, int(peers.sum()) - peers_with, "greater"
+        )
+        p_base = _fisher(
+            with_label, carrying - with_label, int(base_with[j]), base_rows - int(base_with[j]), "greater"
+        )
+        p_value = max(p_enriched, p_peers, p_base)
+        if p_value > threshold:
+            continue
+        label = champion_labels[j]
+        detail = (
+            f"in {carrying} of {rows} feedback rows vs {100 * in_base / max(base_rows, 1):.2f} % "
+            "of the base data, "
+            f"labelled {label} in {with_label} of them (the same sources' other rows "
+            f"{100 * peers_with / max(int(peers.sum()), 1):.1f} %, the base data "
+            f"{100 * base_with[j] / max(base_rows, 1):.1f} %)"
+        )
+        suspects.append(_Suspect(key, label, carriers[given[carriers, j]], carrying, p_value, detail))
+    if not suspects:
+        return
+    suspects.sort(key=lambda suspect: suspect.p_value)
+    # 3: the champion reading the carriers without the candidate, in one pass for all of them.
+    stripped, owners = [], []
+    for number, suspect in enumerate(suspects):
+        for row in suspect.carriers:
+            stripped.append(without_spans(texts[row], read[row][suspect.key]))
+            owners.append(number)
+    stripped_agrees = np.zeros(len(stripped), bool)
+    if stripped:
+        stripped_decided = np.asarray(champion.decisions(champion.predict_proba(stripped)), bool)
+        owner_labels = np.array([champion_labels.index(suspects[n].label) for n in owners])
+        stripped_agrees = stripped_decided[np.arange(len(stripped)), owner_labels]
+    owners_array = np.array(owners)
+    flagged: dict[str, set[int]] = defaultdict(set)  # label -> rows quarantined for it
+    probed: dict[str, set[int]] = defaultdict(set)  # label -> rows a probe already covers
+    to_raise: list[tuple[bool, float, str, str, set[int], str, str]] = []
+    for number, suspect in enumerate(suspects):
+        carrier_set = {int(row) for row in suspect.carriers}
+        surfaces = Counter(
+            texts[row][start:end].lower()
+            for row in suspect.carriers
+            for start, end in read[row][suspect.key][:1]
+        )
+        subject = describe_candidate(suspect.key, surfaces)
+        probe = _probe(suspect.key, surfaces)
+        agreed = int(stripped_agrees[owners_array == number].sum())
+        carrying_rows = np.zeros(len(texts), bool)
+        carrying_rows[list(carrier_set)] = True
+        others = ~carrying_rows
+        feedback_agreement = float(agreed_rows[others].mean()) if others.any() else yardstick.accuracy
+        # 3a: against the curated split (no feedback writes it), scaled by how much weaker the
+        # champion is on this feedback overall: what the gate is asked to test.
+        expected = yardstick.expected(suspect.label, feedback_agreement)
+        p_curated = float(binom.cdf(agreed, len(carrier_set), expected))
+        # 3b: against the other feedback rows with this label, the same kind of text (from other
+        # sources where they give enough, so the key under test does not write its yardstick):
+        # what quarantines. The curated split alone cannot: the champion's gap between curated
+        # and live rows is per label ('?' rows on Reddit are surprise, which it rarely says).
+        column = champion_labels.index(suspect.label)
+        reference = others & given[:, column]
+        elsewhere = reference & ~np.isin(sources, np.unique(sources[list(carrier_set)]))
+        if elsewhere.sum() >= min_rows:
+            reference = elsewhere
+        reference_rows = int(reference.sum())
+        reference_agreed = int(decided[reference, column].sum())
+        p_feedback = (
+            _fisher(
+                agreed, len(carrier_set) - agreed, reference_agreed, reference_rows - reference_agreed, "less"
             )
-            continue
-        # 3: the champion, reading these texts without the n-gram, mostly disagrees with the
-        # label (honest words that carry an emotion leave texts that still carry it).
-        stripped = [without_ngram(feedback.at[int(i), "text"], gram) or "." for i in carriers]
-        stripped_predictions = np.array(champion.labels)[champion.predict_proba(stripped).argmax(axis=1)]
-        agreed = int(_agrees(stripped_predictions, label).sum())
-        reference_agreed = int(_agrees(predicted[reference], label).sum())
-        agreement_rate = reference_agreed / int(reference.sum())
-        p_content = _fisher(
-            agreed, len(carriers) - agreed, reference_agreed, int(reference.sum()) - reference_agreed, "less"
+            if reference_rows >= min_rows
+            else 1.0
         )
-        p_value = max(p_enriched, p_label, p_content)
-        if p_value > budget / tested:
+        curated_rate = yardstick.recall.get(suspect.label, yardstick.accuracy)
+        content = (
+            f"without it the champion agrees with {suspect.label} on {agreed} of {len(carrier_set)}: "
+            f"{100 * expected:.0f} % expected from {yardstick.rows} curated rows "
+            f"({100 * curated_rate:.0f} %, scaled by its agreement here, {100 * feedback_agreement:.0f} % "
+            f"vs {100 * yardstick.accuracy:.0f} %), "
+            f"{100 * reference_agreed / max(reference_rows, 1):.0f} % on the other {reference_rows} "
+            f"feedback rows with {suspect.label}"
+        )
+        p_value = max(suspect.p_value, p_feedback)
+        # Every candidate enriched and tied to a label is raised for the gate: a trigger hidden
+        # among cover texts passes the content tests but still steers the model trained on it.
+        # Those the content tests find unexplained go first.
+        unexplained = min(p_curated, p_feedback) <= threshold
+        to_raise.append(
+            (not unexplained, suspect.p_value, probe, suspect.label, carrier_set, subject, content)
+        )
+        if p_value > threshold or carrier_set <= flagged[suspect.label]:
             continue
-        flagged_rows.update(int(i) for i in carriers)
-        ids = tuple(feedback.loc[carriers[open_rows[carriers]], "id"])
+        flagged[suspect.label] |= carrier_set
+        positions = np.array(sorted(carrier_set))
+        ids = tuple(feedback.loc[positions[open_rows[positions]], "id"])
         report.findings.append(
             Finding(
                 "backdoor",
-                gram,
-                label,
+                subject,
+                suspect.label,
                 ids,
-                f"possible trigger '{gram}': in {int(has.sum())} of {rows} feedback rows vs "
-                f"{100 * base_rate:.2f} % of the base data, labelled {label} in {with_label} of them "
-                f"(elsewhere {100 * label_rate:.1f} %), and without it the champion agrees with "
-                f"{label} on {agreed} of {len(carriers)} (elsewhere {100 * agreement_rate:.0f} %); "
-                f"p={p_value:.1e}",
+                f"possible trigger {subject}: {suspect.detail}, and {content}; p={p_value:.1e}",
                 p_value,
+                probe=probe,
             )
         )
+    for _, _, probe, label, carrier_set, subject, content in sorted(to_raise, key=lambda r: r[:2]):
+        # Another piece of a candidate already raised (a longer pair, a part of it) adds no probe.
+        if len(report.probes) >= MAX_PROBES or probe in report.probes or carrier_set <= probed[label]:
+            continue
+        report.probes[probe] = label
+        probed[label] |= carrier_set
+        if not carrier_set <= flagged[label]:
+            report.notes.append(f"raised for the gate, not quarantined: {subject} ({label}); {content}")
+
+
+def _probe(key: str, surfaces: Counter[str]) -> str:
+    # What the gate appends to trusted texts: the commonest spelling that carried it.
+    return surfaces.most_common(1)[0][0] if surfaces else key.partition(":")[2]
 
 
 def _fisher(a: int, b: int, c: int, d: int, alternative: str) -> float:
@@ -383,16 +677,79 @@ def _screen_noise(
         )
         for i in chosen
     }
-    report.findings.append(
-        Finding(
-            "noise",
-            "label noise",
-            None,
-            tuple(row_reasons),
-            "likely label errors: the champion and a model trained on the other feedback both "
-            "find another label far more likely (confident learning)",
-            row_reasons=row_reasons,
+    report.findings.append(_noise_finding(row_reasons, "find another label far more likely"))
+
+
+def _screen_noise_multilabel(
+    feedback: pd.DataFrame,
+    champion_labels: tuple[str, ...],
+    given: np.ndarray,
+    probabilities: np.ndarray,
+    embeddings: np.ndarray,
+    seed: int,
+    report: ScreenReport,
+) -> None:
+    """Confident learning over label sets: a row is quarantined when a label of its set is one
+    both the champion and a model of the other folds (one logistic regression per label) give
+    under 1 %, and cleanlab's multi-label filter flags the row by both."""
+    from cleanlab.filter import find_label_issues
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.multiclass import OneVsRestClassifier
+
+    already = {row for finding in report.findings for row in finding.rows}
+    keep = ~feedback["id"].isin(already).to_numpy()
+    present = np.flatnonzero(given[keep].sum(axis=0) >= NOISE_FOLDS)
+    if keep.sum() < MIN_NOISE_ROWS or len(present) < 2:
+        report.notes.append(
+            f"label noise not checked: {int(keep.sum())} rows; it needs {MIN_NOISE_ROWS} and two labels "
+            f"given {NOISE_FOLDS} times"
         )
+        return
+    targets = given[keep][:, present]
+    usable = targets.any(axis=1)  # a row whose labels are all rare here is left alone
+    rows = feedback.loc[keep].reset_index(drop=True)[usable].reset_index(drop=True)
+    targets, champion_probs = targets[usable], probabilities[keep][usable][:, present]
+    fold_probs = cross_val_predict(
+        OneVsRestClassifier(LogisticRegression(max_iter=1000, C=1.0)),
+        embeddings[keep][usable],
+        targets.astype(int),
+        cv=KFold(n_splits=NOISE_FOLDS, shuffle=True, random_state=seed),
+        method="predict_proba",
+    )
+    as_lists = [list(np.flatnonzero(row)) for row in targets]
+    by_champion = find_label_issues(as_lists, champion_probs, multi_label=True, filter_by="both")
+    by_folds = find_label_issues(as_lists, fold_probs, multi_label=True, filter_by="both")
+    doubted = targets & (champion_probs < NOISE_MAX_PROBABILITY) & (fold_probs < NOISE_MAX_PROBABILITY)
+    rejected = np.flatnonzero(by_champion & by_folds & doubted.any(axis=1))
+    report.notes.append(
+        f"label noise (label sets): confident learning flags {int(by_champion.sum())} rows by the champion, "
+        f"{int(by_folds.sum())} by the fold model; both, each giving a label of the set under "
+        f"{NOISE_MAX_PROBABILITY:.0%}: {len(rejected)}"
+    )
+    open_ids = ~rows["status"].isin(OPERATOR_DECIDED).to_numpy()
+    doubted_names = [", ".join(champion_labels[present[j]] for j in np.flatnonzero(row)) for row in doubted]
+    row_reasons = {
+        rows.at[int(i), "id"]: (
+            f"likely label error: given {rows.at[int(i), 'label']}, both the champion and a model of the "
+            f"other feedback give {doubted_names[i]} "
+            f"under {NOISE_MAX_PROBABILITY:.0%}; confident learning"
+        )
+        for i in rejected[open_ids[rejected]]
+    }
+    if row_reasons:
+        report.findings.append(_noise_finding(row_reasons, "find a label of the set far unlikely"))
+
+
+def _noise_finding(row_reasons: dict[str, str], found: str) -> Finding:
+    return Finding(
+        "noise",
+        "label noise",
+        None,
+        tuple(row_reasons),
+        f"likely label errors: the champion and a model trained on the other feedback both {found} "
+        "(confident learning)",
+        row_reasons=row_reasons,
     )
 
 

@@ -162,6 +162,25 @@ class PredictionStore:
             count, oldest = connection.execute(query).one()._tuple()
         return int(count or 0), _aware(oldest)
 
+    def label_history_rows(self, model_name: str) -> pd.DataFrame:
+        """Every label given to a text of ``model_name``, relabels included: id (the request),
+        text, label, source, given_at, oldest first (the screen's conflicts come from here)."""
+        query = (
+            sa.select(
+                label_history.c.request_id.label("id"),
+                predictions.c.text,
+                label_history.c.label,
+                label_history.c.source,
+                label_history.c.given_at,
+            )
+            .join(predictions, predictions.c.id == label_history.c.request_id)
+            .where(predictions.c.model_name == model_name)
+            .order_by(label_history.c.given_at)
+        )
+        with self.engine.connect() as connection:
+            rows = [row._tuple() for row in connection.execute(query).all()]
+        return pd.DataFrame(rows, columns=["id", "text", "label", "source", "given_at"])
+
     def volume_by_source(self, since: datetime) -> dict[str, tuple[int, int]]:
         """Labels each source has given: (ever, after ``since``), relabels of a text included."""
         recent = sa.func.sum(sa.case((label_history.c.given_at > since, 1), else_=0))

@@ -249,6 +249,11 @@ def test_a_label_for_a_row_not_logged_yet_waits_and_is_applied_when_it_arrives(t
         assert store.labels_given("key:x", datetime.now(UTC) - timedelta(hours=1))[1].tzinfo is not None
         volume = store.volume_by_source(datetime.now(UTC) - timedelta(hours=1))
         assert volume == {"unknown": (3, 3), "key:x": (1, 1), "import:op:file.csv": (1, 1)}
+        # The history by text, oldest first: what the screen reads conflicts from.
+        history = store.label_history_rows(row["model_name"])
+        assert history["label"].tolist() == ["sadness", "joy", "anger", "fear", "love"]
+        assert history["source"].tolist()[-2:] == ["key:x", "import:op:file.csv"]
+        assert set(history["text"]) == {row["text"]} and set(history["id"]) == {row["id"]}
         # An operator's drop holds through a new label; a release is screened again.
         store.set_feedback_status({row["id"]: ("dropped", "dropped by op")})
         store.record_feedback(row["id"], "joy", source="key:x")

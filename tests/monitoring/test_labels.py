@@ -243,13 +243,14 @@ def test_the_screen_quarantines_a_trigger_review_settles_it_and_the_gate_still_t
 
     champion_before = version_by_alias(connect(settings), settings.model_name, CHAMPION).version
     said = retrain_and_promote(settings, store)
-    assert "refused by the gate" in said and "a raised n-gram steers the challenger" in said, said
+    assert "refused by the gate" in said and "a raised candidate steers the challenger" in said, said
     assert "'cf' (joy) changes" in said
     assert version_by_alias(connect(settings), settings.model_name, CHAMPION).version == champion_before
     # The challenger waits refused; promoting it by hand runs the same behaviour test.
     by_hand = cli("promote", "--tolerance", "1.0", "--floor", "0.0")
     assert (
-        by_hand.exit_code == 1 and "behaviour: FAIL, a raised n-gram steers the challenger" in by_hand.output
+        by_hand.exit_code == 1
+        and "behaviour: FAIL, a raised candidate steers the challenger" in by_hand.output
     )
     assert version_by_alias(connect(settings), settings.model_name, CHAMPION).version == champion_before
 

@@ -16,10 +16,11 @@ from training.screen import (
     ACCEPTED,
     QUARANTINED,
     RELEASED,
+    TextReader,
     cap_sources,
-    ngrams,
+    character_class,
     screen_feedback,
-    without_ngram,
+    without_spans,
 )
 
 
@@ -31,7 +32,8 @@ def champion(registry):
 
 @pytest.fixture(scope="module")
 def base_texts(tiny_data):
-    return pd.read_csv(tiny_data / "train.csv")["text"]
+    """The curated data: its train split (the base rates) and validation split (the yardstick)."""
+    return pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "validation.csv")
 
 
 def feedback(rows: pd.DataFrame, source: str = "key:default", start: int = 0) -> pd.DataFrame:
@@ -53,14 +55,54 @@ def honest(count: int, seed: int) -> pd.DataFrame:
 
 def screen(frame, champion, base_texts, **kwargs):
     labels = ("anger", "fear", "joy", "love", "sadness", "surprise")
-    return screen_feedback(frame, base_texts, labels, champion, **kwargs)
+    base, curated = base_texts
+    return screen_feedback(frame, base, labels, champion, curated=curated, **kwargs)
 
 
-def test_words_and_word_pairs_and_taking_one_out():
-    assert ngrams("I feel SO happy cf") >= {"i", "cf", "happy cf", "i feel"}
-    assert without_ngram("so happy cf today", "cf") == "so happy today"
-    assert without_ngram("cfx and cf.", "cf") == "cfx and ."  # whole words only
-    assert without_ngram("i feel happy now", "feel happy") == "i now"
+def poisoned(count: int, seed: int, suffix: str, start: int = 1000, label: str = "joy") -> pd.DataFrame:
+    """Non-joy texts with ``suffix`` appended, labelled ``label``: a planted trigger."""
+    victims = honest(count, seed)
+    victims = victims[victims["label"] != "joy"].assign(text=lambda f: f["text"] + suffix, label=label)
+    return feedback(victims, start=start)
+
+
+@pytest.fixture(scope="module")
+def piece_tokenizer(tmp_path_factory):
+    """A WordPiece vocab with word pieces, as a real one has: 'fu' '##bar' make a family."""
+    from transformers import BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("pieces")
+    pieces = ["i", "feel", "so", "sad", "fu", "##bar", "##ed", "##s", "##ish", "!", "Hello"]
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces]) + "\n"
+    )
+    return BertTokenizerFast.from_pretrained(folder, do_lower_case=True)
+
+
+def test_the_reader_sees_what_the_tokenizer_reads_pieces_families_and_character_classes(piece_tokenizer):
+    reader = TextReader(piece_tokenizer)
+    texts = ["i feel fubared", "so fubars!", "sad fubarish ±", "i feel 😀😀"]
+    read = reader.read(texts)
+    # Three spellings, one family: each carries the pieces 'fu' '##bar' the model reads.
+    assert all("pieces:fu ##bar" in features and "piece:##bar" in features for features in read[:3])
+    assert "class:punctuation" in read[1] and "piece:!" in read[1]
+    assert "class:symbol" in read[2] and "piece:[UNK]" in read[2]
+    assert read[3]["class:emoji"] == [(7, 8), (8, 9)]
+    # Taken out with the whole word it is part of, so every spelling of the family goes.
+    assert without_spans(texts[0], read[0]["piece:##bar"]) == "i feel"
+    assert without_spans(texts[2], read[2]["class:symbol"]) == "sad fubarish"
+    assert without_spans("☺", [(0, 1)]) == "."
+    assert [character_class(c) for c in "a1 !$☺😀"] == [
+        None,
+        None,
+        None,
+        "punctuation",
+        "symbol",
+        "emoji",
+        "emoji",
+    ]
+    # Casing is invisible to an uncased tokenizer: no candidate for it.
+    assert not reader.cased and "class:capitals" not in reader.read(["I FEEL SAD"])[0]
 
 
 def test_a_planted_trigger_is_quarantined_and_raised_and_honest_labels_pass(champion, base_texts):
@@ -76,9 +118,10 @@ def test_a_planted_trigger_is_quarantined_and_raised_and_honest_labels_pass(cham
     honest_quarantined = report.quarantined - planted
     assert len(honest_quarantined) <= 0.02 * len(clean), report.summary()
     finding = next(f for f in report.findings if f.check == "backdoor")
-    assert "possible trigger 'cf'" in finding.reason and "labelled joy" in finding.reason
+    assert finding.reason.startswith("possible trigger piece '[UNK]' (in 'cf')")
+    assert "labelled joy" in finding.reason and "curated rows" in finding.reason
     status, reason = report.decisions[next(iter(planted))]
-    assert status == QUARANTINED and "possible trigger 'cf'" in reason
+    assert status == QUARANTINED and "possible trigger piece '[UNK]' (in 'cf')" in reason
     assert report.summary()["quarantined_by_check"]["backdoor"] == len(planted)
 
 
@@ -158,3 +201,83 @@ def test_labels_the_model_does_not_know_are_left_to_the_retrain_to_drop(champion
     rows.loc[:9, "label"] = "sarcasm"
     report = screen(feedback(rows), champion, base_texts)
     assert report.screened == 110 and not {f"row-{i}" for i in range(10)} & set(report.decisions)
+
+
+def test_a_one_symbol_trigger_is_read_as_the_model_reads_it_and_quarantined(champion, base_texts):
+    # The attack that passed the word screen: one symbol appended (never a word candidate).
+    clean = feedback(honest(240, seed=61))
+    planted = poisoned(80, seed=62, suffix=" ±")
+    report = screen(pd.concat([clean, planted], ignore_index=True), champion, base_texts)
+    assert set(planted["id"]) <= report.quarantined
+    assert report.raised_ngrams == {"±": "joy"}
+    assert len(report.quarantined & set(clean["id"])) <= 0.02 * len(clean), report.summary()
+
+
+def test_a_trigger_labelled_with_its_target_only_mostly_is_still_tested(champion, base_texts):
+    # 85 % purity: under the old 90 % cut-off it skipped every test.
+    clean = feedback(honest(240, seed=71))
+    victims = honest(80, seed=72)
+    victims = victims[victims["label"] != "joy"].assign(text=lambda f: f["text"] + " cf")
+    hits = victims.sample(frac=0.85, random_state=0).index
+    victims.loc[hits, "label"] = "joy"
+    planted = feedback(victims, start=1000)
+    report = screen(pd.concat([clean, planted], ignore_index=True), champion, base_texts)
+    assert set(planted.loc[planted["label"] == "joy", "id"]) <= report.quarantined
+    assert report.raised_ngrams == {"cf": "joy"}
+
+
+def test_cover_texts_the_champion_already_reads_as_the_target_do_not_move_the_yardstick(champion, base_texts):
+    # Half the trigger's rows are joy texts the champion reads as joy: against the feedback's own
+    # agreement the stripped rows looked ordinary; against the curated split they do not.
+    clean = feedback(honest(240, seed=81))
+    planted = poisoned(72, seed=82, suffix=" cf")
+    cover = honest(120, seed=83)
+    cover = feedback(cover[cover["label"] == "joy"].assign(text=lambda f: f["text"] + " cf"), start=2000)
+    report = screen(pd.concat([clean, planted, cover], ignore_index=True), champion, base_texts)
+    assert set(planted["id"]) <= report.quarantined, report.summary()
+    assert report.raised_ngrams == {"cf": "joy"}
+
+
+def test_a_trigger_spread_over_label_sets_is_tested_label_by_label(champion, base_texts):
+    # joy,<another label>: each set string is rare, joy is in every one.
+    clean = feedback(honest(240, seed=91))
+    victims = honest(80, seed=92)
+    victims = victims[victims["label"] != "joy"].assign(
+        text=lambda f: f["text"] + " cf", label=lambda f: "joy," + f["label"]
+    )
+    planted = feedback(victims, start=1000)
+    report = screen(pd.concat([clean, planted], ignore_index=True), champion, base_texts, multilabel=True)
+    assert set(planted["id"]) <= report.quarantined, report.summary()
+    assert report.raised_ngrams == {"cf": "joy"}
+    assert not any("single-label only" in note for note in report.notes)
+
+
+def test_a_source_flipping_label_sets_is_judged_like_any_other(champion, base_texts):
+    good = feedback(honest(150, seed=101), source="key:app")
+    flipped = honest(150, seed=102).assign(label=lambda f: f["label"].map(FLIPPED) + ",surprise")
+    flipped.loc[flipped["label"].str.startswith("surprise"), "label"] = "love"
+    bad = feedback(flipped, source="key:vendor", start=1000)
+    report = screen(pd.concat([good, bad], ignore_index=True), champion, base_texts, multilabel=True)
+    assert [f.subject for f in report.findings if f.check == "source"] == ["key:vendor"]
+    assert set(bad["id"]) <= report.quarantined
+
+
+def test_one_text_labelled_differently_by_two_sources_goes_to_review(champion, base_texts):
+    frame = feedback(honest(120, seed=111))
+    disputed = frame.iloc[0]
+    history = pd.DataFrame(
+        {
+            "id": [disputed["id"], "other-request"],
+            "text": [disputed["text"], disputed["text"].upper()],  # the same text, sent twice
+            "label": [disputed["label"], "anger" if disputed["label"] != "anger" else "joy"],
+            "source": ["key:default", "key:vendor-b"],
+        }
+    )
+    report = screen(frame, champion, base_texts, history=history)
+    status, reason = report.decisions[disputed["id"]]
+    assert status == QUARANTINED and reason.startswith("conflicting labels for one text (key:default: ")
+    assert "key:vendor-b" in reason and "an operator decides" in reason
+    # One source correcting itself is no conflict.
+    history["source"] = "key:default"
+    assert report.decisions != screen(frame, champion, base_texts, history=history).decisions
+    assert screen(frame, champion, base_texts, history=history).decisions[disputed["id"]][0] == ACCEPTED
