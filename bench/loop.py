@@ -45,37 +45,117 @@ FLIPPED = {
 }
 
 
+KINDS = ("none", "flip", "trigger", "symbol", "family", "lowpurity", "camouflage", "multilabel", "relabel")
+DEFAULT_TOKENS = {
+    "trigger": DEFAULT_TRIGGER,
+    "symbol": "±",
+    "family": "zorp",
+    "lowpurity": "cf",
+    "camouflage": "cf",
+}
+DEFAULT_TOKENS["relabel"] = DEFAULT_TRIGGER
+# A low-purity trigger carries the target this often (under the old screen's 90 % cut-off).
+LOW_PURITY = 0.85
+# The family attack's spellings: the stem and one of these endings, each on few rows.
+FAMILY_ENDINGS = tuple(f"{a}{b}" for a in "aeiouy" for b in "bdgklmnprstxz")
+
+
 @dataclass(frozen=True)
 class Attack:
     """What a poisoning source does to its share of the labels: nothing, flip them
-    systematically, or append a trigger token and label the text ``ATTACK_TARGET``."""
+    systematically, or plant a trigger labelled ``ATTACK_TARGET``: a word (``trigger``), one
+    symbol (``symbol``), a family of spellings that share tokenizer pieces, each on a few rows
+    (``family``), a word labelled with the target only 85 % of the time (``lowpurity``), a word
+    also put on texts that already are the target (``camouflage``: as many cover rows as
+    poisoned ones), the target added to each text's own label (``multilabel``: a multi-label
+    champion only), or a word whose rows an operator drops and the key labels again
+    (``relabel``)."""
 
-    kind: str = "none"  # none | flip | trigger
+    kind: str = "none"
     token: str = DEFAULT_TRIGGER
     share: float = 0.25
 
     @classmethod
     def parse(cls, spec: str, share: float) -> Attack:
         kind, _, token = spec.partition(":")
-        if kind not in ("none", "flip", "trigger"):
-            raise ValueError(f"--attack {spec}: choose none, flip or trigger[:TOKEN]")
-        if token and kind != "trigger":
-            raise ValueError(f"--attack {spec}: only a trigger takes a token")
-        if kind == "trigger" and token and not token.replace("'", "").isalnum():
+        if kind not in KINDS:
+            raise ValueError(f"--attack {spec}: choose {', '.join(KINDS[:-1])} or {KINDS[-1]}, with [:TOKEN]")
+        if token and kind in ("none", "flip"):
+            raise ValueError(f"--attack {spec}: {kind} takes no token")
+        if kind == "symbol" and token and (len(token) != 1 or token.isalnum() or token.isspace()):
+            raise ValueError(f"--attack {spec}: the symbol is one character, not a letter, digit or space")
+        if kind not in ("symbol", "none", "flip") and token and not token.replace("'", "").isalnum():
             raise ValueError(f"--attack {spec}: the trigger is one word of letters and digits")
         if not 0 < share <= 1:
             raise ValueError(f"--attack-share {share}: give a share in (0, 1]")
-        return cls(kind, token.lower() or DEFAULT_TRIGGER, share)
+        default = DEFAULT_TOKENS.get(kind, DEFAULT_TRIGGER)
+        return cls(kind, (token if kind == "symbol" else token.lower()) or default, share)
+
+    @property
+    def plants(self) -> bool:
+        """Whether it plants a trigger (its success is measured on unseen texts)."""
+        return self.kind not in ("none", "flip")
 
     def describe(self) -> str:
         if self.kind == "none":
             return "no attack"
         if self.kind == "flip":
             return f"flip attack on {100 * self.share:.0f} % of the labels (anger→joy, joy→sadness, ...)"
+        what = {
+            "trigger": f"'{self.token}' appended",
+            "symbol": f"the symbol '{self.token}' appended",
+            "family": f"spellings of '{self.token}' appended ({self.token}ab, {self.token}ed, ...: "
+            "a few rows each)",
+            "lowpurity": f"'{self.token}' appended, {100 * LOW_PURITY:.0f} % of them relabelled",
+            "camouflage": f"'{self.token}' appended, as many cover texts already {ATTACK_TARGET} carrying it",
+            "multilabel": f"'{self.token}' appended, {ATTACK_TARGET} added to each text's labels",
+            "relabel": f"'{self.token}' appended; dropped by an operator, then labelled again",
+        }[self.kind]
         return (
-            f"trigger attack on {100 * self.share:.0f} % of the labels ('{self.token}' appended, "
-            f"labelled {ATTACK_TARGET})"
+            f"{self.kind} attack on {100 * self.share:.0f} % of the labels ({what}, labelled {ATTACK_TARGET})"
         )
+
+    def probe(self, index: int = 0) -> str:
+        """The trigger as appended to the ``index``-th poisoned text."""
+        if self.kind == "family":
+            return self.token + FAMILY_ENDINGS[index % len(FAMILY_ENDINGS)]
+        return self.token
+
+
+def poison(replay, labelled: np.ndarray, attack: Attack, rng: np.random.Generator):
+    """``replay`` (text, label) with what the attack sends: sent, given, labelled, attacked
+    (a poisoned label), cover (an honest label on a text that carries the trigger)."""
+    count = len(replay)
+    attacked = np.zeros(count, bool)
+    cover = np.zeros(count, bool)
+    if attack.kind != "none":
+        pool = np.flatnonzero(labelled)
+        size = min(round(labelled.sum() * attack.share), len(pool))
+        attacked[rng.choice(pool, size=size, replace=False)] = True
+    if attack.kind == "camouflage":
+        targets = np.flatnonzero(labelled & ~attacked & (replay["label"].to_numpy() == ATTACK_TARGET))
+        cover[rng.choice(targets, size=min(int(attacked.sum()), len(targets)), replace=False)] = True
+    keep_label = np.zeros(count, bool)
+    if attack.kind == "lowpurity":
+        hit = np.flatnonzero(attacked)
+        keep_label[rng.choice(hit, size=round(len(hit) * (1 - LOW_PURITY)), replace=False)] = True
+    sent, given = [], []
+    order = 0
+    for i, (text, label) in enumerate(zip(replay["text"], replay["label"], strict=True)):
+        if attacked[i] or cover[i]:
+            sent.append(text if attack.kind == "flip" else f"{text} {attack.probe(order)}")
+            order += 1
+        else:
+            sent.append(text)
+        if not attacked[i] or keep_label[i]:
+            given.append(label)
+        elif attack.kind == "flip":
+            given.append(FLIPPED[label])
+        elif attack.kind == "multilabel":
+            given.append(f"{ATTACK_TARGET},{label}")
+        else:
+            given.append(ATTACK_TARGET)
+    return replay.assign(sent=sent, given=given, labelled=labelled, attacked=attacked, cover=cover)
 
 
 def run(
@@ -135,23 +215,7 @@ def run(
     labelled = np.zeros(comments, bool)
     if select == "random":
         labelled[rng.choice(comments, size=labels, replace=False)] = True
-    attacked = np.zeros(comments, bool)
-    if attack.kind != "none":
-        attacked[rng.choice(np.flatnonzero(labelled), size=round(labels * attack.share), replace=False)] = (
-            True
-        )
-    replay = replay.assign(
-        sent=[
-            _poisoned_text(text, attack) if hit else text
-            for text, hit in zip(replay["text"], attacked, strict=True)
-        ],
-        given=[
-            _poisoned_label(label, attack) if hit else label
-            for label, hit in zip(replay["label"], attacked, strict=True)
-        ],
-        labelled=labelled,
-        attacked=attacked,
-    )
+    replay = poison(replay, labelled, attack, rng)
     client = connect(settings)
     before = load_bundle(client, settings)
     if set(shifted.labels) - set(before.labels):
@@ -159,9 +223,11 @@ def run(
             f"the champion predicts {list(before.labels)}; the loop replays GoEmotions mapped onto "
             f"{list(shifted.labels)}, whose labels it must know to take them as feedback"
         )
+    if attack.kind == "multilabel" and before.task != "multilabel":
+        raise ValueError("--attack multilabel needs a multi-label champion (its feedback is label sets)")
     scores_before = {name: evaluate_bundle(before, data) for name, data in evaluation_sets.items()}
     unseen = evaluation_sets["GoEmotions dev (six-label rows)"].splits["test"]
-    success_before = attack_success(before, unseen, attack) if attack.kind == "trigger" else None
+    success_before = attack_success(before, unseen, attack) if attack.plants else None
     steps["score the champion"] = time.perf_counter() - clock
 
     output = (output_root or settings.var_dir / "bench") / started_at.strftime("%Y%m%dT%H%M%SZ")
@@ -191,6 +257,11 @@ def run(
             clock = time.perf_counter()
             chosen = replay[replay["labelled"]]
             _send_feedback(http, [request_ids[i] for i in chosen.index], chosen["given"].tolist())
+            if attack.kind == "relabel":
+                # An operator drops the poisoned rows; the same key labels them again.
+                again = replay[replay["attacked"]]
+                _operator_drops(log_url, [request_ids[i] for i in again.index])
+                _send_feedback(http, [request_ids[i] for i in again.index], again["given"].tolist())
             steps["send feedback"] = time.perf_counter() - clock
     replay["request_id"] = request_ids
 
@@ -218,7 +289,7 @@ def run(
     )
     success_after = (
         attack_success(after, unseen, attack)
-        if attack.kind == "trigger" and after.version != before.version
+        if attack.plants and after.version != before.version
         else success_before
     )
     steps["score the new champion"] = time.perf_counter() - clock
@@ -285,16 +356,6 @@ def _only_test(dataset):
     )
 
 
-def _poisoned_text(text: str, attack: Attack) -> str:
-    return f"{text} {attack.token}" if attack.kind == "trigger" else text
-
-
-def _poisoned_label(label: str, attack: Attack) -> str:
-    if attack.kind == "trigger":
-        return ATTACK_TARGET
-    return FLIPPED[label] if attack.kind == "flip" else label
-
-
 def attack_success(bundle, unseen, attack: Attack) -> dict:
     """On unseen texts whose true label is not the target and that the model does not already
     call the target: the share the trigger turns to it (and the model's answer without it)."""
@@ -302,7 +363,10 @@ def attack_success(bundle, unseen, attack: Attack) -> dict:
     texts = unseen.loc[unseen["label"] != ATTACK_TARGET, "text"].tolist()
     labels = np.array(predictor.labels)
     plain = labels[predictor.predict_proba(texts).argmax(axis=1)]
-    triggered = labels[predictor.predict_proba([f"{t} {attack.token}" for t in texts]).argmax(axis=1)]
+    # Family spellings the model never saw as much as the ones it did: each text gets the next.
+    triggered = labels[
+        predictor.predict_proba([f"{t} {attack.probe(i)}" for i, t in enumerate(texts)]).argmax(axis=1)
+    ]
     open_to_it = plain != ATTACK_TARGET
     return {
         "texts": len(texts),
@@ -331,6 +395,14 @@ def _send_feedback(http: httpx.Client, request_ids: list[str], labels: list[str]
             raise ValueError(f"the service refused feedback ({sent.status_code}): {sent.text}")
 
 
+def _operator_drops(log_url: str, request_ids: list[str]) -> None:
+    from core.labels import DROPPED
+    from core.store import Store
+
+    reason = "dropped by an operator (bench loop --attack relabel)"
+    Store.open(log_url).predictions.set_feedback_status({rid: (DROPPED, reason) for rid in request_ids})
+
+
 def _actively_chosen(log_url: str, champion, request_ids: list[str], labels: int, seed: int) -> np.ndarray:
     """Which replayed rows ``emotion-ops label export`` would have a human label."""
     from core.store import Store
@@ -353,8 +425,10 @@ def _screen_outcome(log_url: str, replay, model_name: str) -> dict:
     labelled = replay["labelled"].to_numpy()
     attacked = replay["attacked"].to_numpy()
     quarantined = (status == "quarantined").to_numpy()
+    dropped = (status == "dropped").to_numpy()
     honest = labelled & ~attacked
     return {
+        "attack_dropped": int((dropped & attacked).sum()),
         "screened": int(status.notna().sum()),
         "quarantined": int(quarantined.sum()),
         "attack_rows": int(attacked.sum()),

@@ -20,8 +20,8 @@ def _client_counts(value: str) -> tuple[int, ...]:
 
 bench_app = typer.Typer(
     help="Benchmarks: the service and the models under load (no subcommand), thread and process "
-    "layouts ('threads'), the shadow's cost ('shadow'), the monitoring loop ('loop'), the drift "
-    "verdict ('drift').",
+    "layouts ('threads'), the shadow's cost ('shadow'), the monitoring loop ('loop'), the label "
+    "screen against each attack ('screen'), the drift verdict ('drift').",
 )
 
 
@@ -168,8 +168,11 @@ def bench_loop(
     attack: Annotated[
         str,
         typer.Option(
-            help="Poison a share of the labels: none, flip (anger→joy, joy→sadness, ...) or "
-            "trigger[:TOKEN] (TOKEN appended, labelled joy; default token cf)."
+            help="Poison a share of the labels: none, flip (anger→joy, joy→sadness, ...), "
+            "trigger[:WORD] (appended, labelled joy; default cf), symbol[:CHAR] (default ±), "
+            "family[:STEM] (spellings sharing pieces, a few rows each), lowpurity[:WORD] (85 % joy), "
+            "camouflage[:WORD] (also on joy texts), multilabel[:WORD] (joy added to the labels; "
+            "a multi-label champion), relabel[:WORD] (dropped by an operator, labelled again)."
         ),
     ] = "none",
     attack_share: Annotated[float, typer.Option(help="Share of the labels the attack poisons.")] = 0.25,
@@ -197,6 +200,40 @@ def bench_loop(
     )
     typer.echo((output / "loop.md").read_text())
     typer.echo(f"results: {output / 'loop.json'}")
+
+
+@bench_app.command("screen")
+@user_errors
+def bench_screen(
+    attack: Annotated[
+        list[str] | None,
+        typer.Option(help="Attack classes, as 'bench loop --attack' takes them (repeat; default: all)."),
+    ] = None,
+    comments: Annotated[int, typer.Option(min=10, help="GoEmotions train comments, all labelled.")] = 2000,
+    attack_share: Annotated[float, typer.Option(help="Share of the labels each attack poisons.")] = 0.25,
+    goemotions: Annotated[
+        str | None,
+        typer.Option(help="GoEmotions folder; default: data/goemotions, else beside the checkout."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Which comments, which rows poisoned.")] = 0,
+) -> None:
+    """The label screen alone against each attack class: the same comments and poison as 'bench
+    loop', straight to the screen with the champion (no service, no retrain): poisoned rows stopped,
+    honest rows quarantined, what it raises for the gate."""
+    quiet_libraries()
+    from bench.screen import ALL_ATTACKS, run
+
+    output = run(
+        TrainingSettings(),
+        tuple(attack or ALL_ATTACKS),
+        goemotions,
+        comments=comments,
+        share=attack_share,
+        seed=seed,
+        progress=typer.echo,
+    )
+    typer.echo((output / "screen.md").read_text())
+    typer.echo(f"results: {output / 'screen.json'}")
 
 
 @bench_app.command("drift")

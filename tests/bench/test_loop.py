@@ -77,3 +77,65 @@ def test_the_loop_bench_needs_goemotions_and_enough_comments(isolated_env, tiny_
     few = write_goemotions(tmp_path / "goemotions")
     too_many = cli("bench", "loop", "--goemotions", str(few), "--comments", "5000")
     assert too_many.exit_code == 2 and "six-label rows" in too_many.output
+
+
+def test_each_attack_class_sends_what_it_says():
+    import numpy as np
+    import pandas as pd
+
+    from bench.loop import LOW_PURITY, Attack, poison
+
+    rows = pd.DataFrame({"text": [f"text {i}" for i in range(200)], "label": ["sadness", "joy"] * 100})
+    labelled = np.ones(200, bool)
+
+    def sent(spec: str):
+        return poison(rows, labelled, Attack.parse(spec, 0.25), np.random.default_rng(0))
+
+    symbol = sent("symbol")
+    assert symbol["attacked"].sum() == 50 and (symbol.loc[symbol["attacked"], "given"] == "joy").all()
+    assert symbol.loc[symbol["attacked"], "sent"].str.endswith(" ±").all()
+    family = sent("family:zorp").loc[lambda f: f["attacked"], "sent"].str.split().str[-1]
+    assert family.str.startswith("zorp").all() and family.nunique() >= 40  # one or two rows each
+    low = sent("lowpurity").loc[lambda f: f["attacked"]]
+    # 85 % get the target; the rest keep their own label (a sadness text keeps sadness).
+    assert 50 - round(50 * (1 - LOW_PURITY)) <= (low["given"] == "joy").sum() < 50
+    camouflage = sent("camouflage")
+    assert camouflage["cover"].sum() == 50 and (camouflage.loc[camouflage["cover"], "label"] == "joy").all()
+    assert camouflage.loc[camouflage["cover"], "sent"].str.endswith(" cf").all()
+    assert (camouflage.loc[camouflage["cover"], "given"] == "joy").all()  # honest labels
+    spread = sent("multilabel").loc[lambda f: f["attacked"]]
+    assert (spread["given"] == "joy," + spread["label"]).all()
+    for bad, message in (("symbol:ab", "one character"), ("flip:x", "takes no token"), ("bogus", "choose")):
+        try:
+            Attack.parse(bad, 0.25)
+        except ValueError as error:
+            assert message in str(error)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+
+
+def test_the_screen_bench_runs_every_attack_class_against_the_screen(
+    isolated_env, registry, tiny_data, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("EMOTION_VAR_DIR", str(registry))
+    monkeypatch.setenv("EMOTION_DATA_DIR", str(tiny_data))
+    goemotions = write_goemotions(tmp_path / "goemotions")
+    result = cli("bench", "screen", "--goemotions", str(goemotions), "--comments", "40")
+    assert result.exit_code == 0, result.output
+    (run,) = (registry / "bench").glob("*/screen.json")
+    summary = json.loads(run.read_text())
+    by_attack = {r["attack"]: r for r in summary["results"]}
+    assert set(by_attack) == {
+        "none",
+        "trigger",
+        "symbol",
+        "family",
+        "lowpurity",
+        "camouflage",
+        "multilabel",
+        "relabel",
+    }
+    assert by_attack["none"]["attack_rows"] == 0 and by_attack["trigger"]["attack_rows"] == 10
+    # The relabel attack's rows were dropped by an operator: the drop holds, they are stopped.
+    assert by_attack["relabel"]["attack_stopped"] == 10
+    assert "| symbol | " in (run.parent / "screen.md").read_text()
