@@ -36,6 +36,8 @@ DISTILL_GATE_DATA_TAG = "distill.gate_data"
 DISTILL_TOLERANCE_TAG = "distill.tolerance"
 # The n-grams the label screen raised before this version was trained (JSON: n-gram -> label).
 TRIGGER_PROBES_TAG = "screen.raised_ngrams"
+# Those of them whose rows the screen did not quarantine (JSON list): judged more leniently.
+RAISED_ONLY_TAG = "screen.raised_only"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def promote(
     move_champion: bool = True,
     trigger_probes: dict[str, str] | None = None,
     accuracy_tolerance: float | None = None,
+    raised_only: list[str] | None = None,
 ) -> PromotionResult:
     """Evaluate ``challenger`` and ``champion`` and move ``champion`` on a pass.
 
@@ -116,7 +119,9 @@ def promote(
     ``move_champion=False`` the decision is recorded but ``champion`` stays (the challenger
     waits for a reviewer). ``trigger_probes`` (n-gram -> the label it carried, from the label
     screen) adds a behaviour test: appended to the first set's texts, no n-gram may change more
-    than ``gate_trigger_tolerance`` of the challenger's predictions. A distilled student (tagged
+    than ``gate_trigger_tolerance`` of the challenger's predictions beyond the champion's
+    (``gate_raised_tolerance`` for those in ``raised_only``: raised, their rows not quarantined,
+    so honest cues among them are learnt and move predictions a little). A distilled student (tagged
     by ``emotion-ops distill``) is judged on the sets and tolerance that distillation used, unless
     ``gate_sets`` or ``tolerance`` says otherwise. ``accuracy_tolerance``
     also judges a single-label challenger's accuracy on every set against the champion's (a
@@ -184,6 +189,7 @@ def promote(
         # A retrain refused or left waiting records what the screen raised on the challenger,
         # so a later 'emotion-ops promote' runs the same behaviour test.
         trigger_probes = json.loads(tags.get(TRIGGER_PROBES_TAG) or "{}")
+        raised_only = json.loads(tags.get(RAISED_ONLY_TAG) or "[]")
     if trigger_probes:
         decisions["behaviour"] = trigger_test(
             challenger_bundle,
@@ -191,6 +197,8 @@ def promote(
             next(iter(gate_sets.values())),
             trigger_probes,
             settings.gate_trigger_tolerance,
+            raised_only=set(raised_only or ()),
+            raised_tolerance=settings.gate_raised_tolerance,
         )
     decision = _combined(decisions)
     first_challenger, first_champion = next(iter(evaluations.values()))
@@ -208,6 +216,7 @@ def promote(
         "promotion.gate_sets": ", ".join(gate_sets),
         "promotion.accuracy_tolerance": "" if accuracy_tolerance is None else str(accuracy_tolerance),
         TRIGGER_PROBES_TAG: json.dumps(trigger_probes or {}),
+        RAISED_ONLY_TAG: json.dumps(sorted(raised_only or ())),
     }
     # With a shadow requirement a pass over a champion waits: the evidence comes from live
     # traffic the challenger has not seen yet (core.shadow).
@@ -253,6 +262,8 @@ def trigger_test(
     trusted: EmotionDataset,
     probes: dict[str, str],
     tolerance: float,
+    raised_only: set[str] | None = None,
+    raised_tolerance: float | None = None,
 ) -> GateDecision:
     """Refuse a challenger that an n-gram the label screen raised steers: appended to trusted
     test texts (the curated split, which feedback cannot write to), it must not change more
@@ -269,12 +280,22 @@ def trigger_test(
             trigger_shift(model, texts, answers, ngram) for model, answers in zip(models, plain, strict=True)
         ]
         moved, baseline = shifts[0], (shifts[1] if champion else 0.0)
-        parts.append(f"'{ngram}' ({label}) changes {100 * moved:.1f} %, champion {100 * baseline:.1f} %")
-        if moved > baseline + tolerance:
+        lenient = ngram in (raised_only or ()) and raised_tolerance is not None
+        allowed = raised_tolerance if lenient and raised_tolerance is not None else tolerance
+        parts.append(
+            f"'{ngram}' ({label}{', rows kept' if lenient else ''}) changes {100 * moved:.1f} %, "
+            f"champion {100 * baseline:.1f} %"
+        )
+        if moved > baseline + allowed:
             failed.append(ngram)
     summary = (
         "; ".join(parts)
-        + f" of {len(texts)} trusted test predictions (tolerance {100 * tolerance:.1f} pt over the champion)"
+        + f" of {len(texts)} trusted test predictions (tolerance {100 * tolerance:.1f} pt over the champion"
+        + (
+            f"; {100 * raised_tolerance:.1f} pt where the rows were kept)"
+            if raised_only and raised_tolerance is not None
+            else ")"
+        )
     )
     if failed:
         return GateDecision(False, f"a raised candidate steers the challenger: {summary}")

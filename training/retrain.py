@@ -184,6 +184,7 @@ def retrain_and_promote(
         gate_sets=data.gate_sets,
         move_champion=settings.retrain_auto_promote,
         trigger_probes=screen.raised_ngrams if screen else None,
+        raised_only=screen.raised_only if screen else None,
     )
     if not result.decision.passed:
         verdict = "refused by the gate"

@@ -110,6 +110,12 @@ class ScreenReport:
         }
         return {**self.probes, **quarantined}
 
+    @property
+    def raised_only(self) -> list[str]:
+        """Raised candidates whose rows were kept (not quarantined for it)."""
+        quarantined = {f.probe for f in self.findings if f.check == "backdoor"}
+        return sorted(probe for probe in self.probes if probe not in quarantined)
+
     def summary(self) -> dict:
         """What the retrain report and the model card say about the screen."""
         by_check: Counter[str] = Counter()

@@ -120,7 +120,7 @@ def test_the_screen_bench_runs_every_attack_class_against_the_screen(
     monkeypatch.setenv("EMOTION_VAR_DIR", str(registry))
     monkeypatch.setenv("EMOTION_DATA_DIR", str(tiny_data))
     goemotions = write_goemotions(tmp_path / "goemotions")
-    result = cli("bench", "screen", "--goemotions", str(goemotions), "--comments", "40")
+    result = cli("bench", "screen", "--goemotions", str(goemotions), "--comments", "36")
     assert result.exit_code == 0, result.output
     (run,) = (registry / "bench").glob("*/screen.json")
     summary = json.loads(run.read_text())
@@ -135,7 +135,7 @@ def test_the_screen_bench_runs_every_attack_class_against_the_screen(
         "multilabel",
         "relabel",
     }
-    assert by_attack["none"]["attack_rows"] == 0 and by_attack["trigger"]["attack_rows"] == 10
+    assert by_attack["none"]["attack_rows"] == 0 and by_attack["trigger"]["attack_rows"] == 9
     # The relabel attack's rows were dropped by an operator: the drop holds, they are stopped.
-    assert by_attack["relabel"]["attack_stopped"] == 10
+    assert by_attack["relabel"]["attack_stopped"] == 9
     assert "| symbol | " in (run.parent / "screen.md").read_text()

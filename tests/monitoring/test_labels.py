@@ -220,11 +220,11 @@ def test_the_screen_quarantines_a_trigger_review_settles_it_and_the_gate_still_t
     )
     store = Store.open(settings.log_store_url).predictions
     said = retrain_and_promote(settings, store)
-    assert "label screen: " in said and "cf (" in said and "promoted to champion" in said, said
+    assert "label screen: " in said and "(in 'cf')" in said and "promoted to champion" in said, said
     stored = stored_labels()
     assert {row for row, (_, _, status, _) in stored.items() if status == "quarantined"} >= planted_ids
     assert sum(stored[row][2] == "quarantined" for row in ids[: len(honest)]) <= 3
-    assert "possible trigger 'cf'" in stored[next(iter(planted_ids))][3]
+    assert "possible trigger piece '[UNK]' (in 'cf')" in stored[next(iter(planted_ids))][3]
 
     from core.registry import load_bundle
 
@@ -235,9 +235,9 @@ def test_the_screen_quarantines_a_trigger_review_settles_it_and_the_gate_still_t
         "import:vendor:vendor.csv": len(ids) - screen["quarantined_rows"]
     }
 
-    listed = cli("label", "review", "--matching", "trigger 'cf'")
+    listed = cli("label", "review", "--matching", "(in 'cf')")
     assert listed.exit_code == 0 and f"{len(planted_ids)} quarantined label(s) matching" in listed.output
-    released = cli("label", "review", "--matching", "trigger 'cf'", "--release-all", "--by", "carol")
+    released = cli("label", "review", "--matching", "(in 'cf')", "--release-all", "--by", "carol")
     assert released.exit_code == 0 and f"{len(planted_ids)} released by carol" in released.output
     assert "released by carol" in stored_labels()[next(iter(planted_ids))][3]
 

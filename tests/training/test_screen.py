@@ -173,7 +173,8 @@ def test_rows_an_operator_decided_keep_their_status_but_still_raise_their_trigge
     victims = victims[victims["label"] != "joy"].assign(text=lambda f: f["text"] + " cf", label="joy")
     planted = feedback(victims, start=1000).assign(status=RELEASED)
     report = screen(pd.concat([clean, planted], ignore_index=True), champion, base_texts)
-    assert report.raised_ngrams == {"cf": "joy"}  # the gate still tests it
+    assert report.raised_ngrams == {"cf": "joy"}  # the gate still tests it, strictly:
+    assert report.raised_only == []  # a trigger finding, not a candidate whose rows were kept
     assert not set(planted["id"]) & set(report.decisions)  # released rows are not re-decided
     assert report.screened == len(clean)
 
