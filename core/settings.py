@@ -218,7 +218,8 @@ class TrainingSettings(CoreSettings):
     label_screen_min_rows: int = Field(
         default=10,
         ge=2,
-        description="Fewest feedback rows an n-gram needs before the backdoor screen tests it.",
+        description="Fewest feedback rows a candidate (a tokenizer piece, a pair of pieces, a character "
+        "class) needs before the backdoor screen tests it.",
     )
     # The gate appends each n-gram the screen raised to trusted test texts: a challenger that
     # moves this much more of them than the champion does is refused (a backdoor that got past).

@@ -14,11 +14,15 @@ Four checks, each over every label not yet decided by an operator:
   character classes (emoji, symbols, punctuation; casing where the tokenizer is cased). A
   candidate is *raised* when it is enriched in the feedback over the base data and ties a label
   (each label of a set on its own) more than the same sources' other rows and the base data do:
-  purity is a test, not a cut-off. A raised candidate goes to the gate, which appends it to
-  trusted texts and refuses a challenger that it steers. Its rows with that label are
-  *quarantined* when, besides, the champion reading them without it agrees with the label far
-  less than it agrees with that label on the curated split (scaled by how much weaker it is on
-  this feedback overall): a yardstick no feedback label writes.
+  purity is a test, not a cut-off. Every raised candidate goes to the gate, which appends it to
+  trusted texts and refuses a challenger that it steers (a trigger hidden among cover texts
+  passes every content test, not that one). Its rows with that label are *quarantined* when,
+  besides, the champion reading them without it agrees with the label far less than it agrees
+  with the other feedback rows of that label (other sources' where they give enough). The
+  champion's agreement on the curated split, which no feedback writes, is measured beside it
+  and puts the candidates it finds unexplained first in the gate's queue; alone it cannot
+  decide a quarantine: the champion's gap between curated and live rows is per label
+  (docs/labels.md has the figures).
 - **Label noise.** Confident learning (``cleanlab``): a row is quarantined when the champion and
   a model trained on the other folds of the feedback (logistic regression on the champion's own
   text representation) both give a label of it under 1 %.
@@ -26,8 +30,8 @@ Four checks, each over every label not yet decided by an operator:
 The source and backdoor checks are tests with a stated error rate:
 ``label_screen_false_alarm_rate`` is shared between them, and within each split over what it
 tests (Bonferroni). The source test is a one-sided binomial test against chance agreement; the
-backdoor's enrichment and label tests are Fisher's exact tests (no rate plugged in), its content
-test a binomial test against the curated yardstick, and it needs all to reject (an
+backdoor's enrichment, label and content tests are Fisher's exact tests (no rate plugged in; the
+curated comparison beside them is a binomial test), and a quarantine needs all to reject (an
 intersection-union test, so they spend the budget once). An honest word that breaks every null
 (rare in the base data, tied to a label, carrying an emotion the champion cannot see without it)
 can be raised: that is what review and the gate's comparison with the champion are for.
