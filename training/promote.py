@@ -27,6 +27,7 @@ from core.registry import (
 )
 from core.settings import TrainingSettings
 from core.shadow import SHADOW_REQUIREMENT_TAG
+from core.text import for_terminal
 from training.data import DataError, EmotionDataset, load_emotion_dataset
 from training.evaluate import Evaluation, score_on
 
@@ -283,8 +284,8 @@ def trigger_test(
         lenient = ngram in (raised_only or ()) and raised_tolerance is not None
         allowed = raised_tolerance if lenient and raised_tolerance is not None else tolerance
         parts.append(
-            f"'{ngram}' ({label}{', rows kept' if lenient else ''}) changes {100 * moved:.1f} %, "
-            f"champion {100 * baseline:.1f} %"
+            f"'{for_terminal(ngram)}' ({label}{', rows kept' if lenient else ''}) changes "
+            f"{100 * moved:.1f} %, champion {100 * baseline:.1f} %"
         )
         if moved > baseline + allowed:
             failed.append(ngram)

@@ -57,6 +57,7 @@ import pandas as pd
 from scipy.stats import binom, fisher_exact
 
 from core.labels import ACCEPTED, DROPPED, QUARANTINED, RELEASED
+from core.text import for_terminal
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,9 @@ class TextReader:
     def __init__(self, tokenizer: Any | None) -> None:
         self.tokenizer = tokenizer if getattr(tokenizer, "is_fast", False) else None
         # An uncased tokenizer lower-cases first: casing is invisible to the model, no candidate.
-        self.cased = self.tokenizer is not None and not getattr(tokenizer, "do_lower_case", True)
+        self.cased = self.tokenizer is not None and self.tokenizer.tokenize("A") != self.tokenizer.tokenize(
+            "a"
+        )
 
     def read(self, texts: list[str]) -> list[dict[str, list[tuple[int, int]]]]:
         if self.tokenizer is None:
@@ -238,8 +241,9 @@ def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
 def describe_candidate(key: str, surfaces: Counter[str]) -> str:
     """A candidate as a reviewer reads it: the piece or class with the spellings it came from."""
     kind, _, value = key.partition(":")
-    seen = ", ".join(f"'{surface}'" for surface, _ in surfaces.most_common(3))
+    seen = ", ".join(f"'{for_terminal(surface)}'" for surface, _ in surfaces.most_common(3))
     more = f" and {len(surfaces) - 3} more" if len(surfaces) > 3 else ""
+    value = for_terminal(value)
     what = {"piece": f"piece '{value}'", "pieces": f"pieces '{value}'", "class": f"{value} characters"}[kind]
     return f"{what} (in {seen}{more})"
 
@@ -272,7 +276,11 @@ def screen_feedback(
     """
     report = ScreenReport()
     # A label the model does not know is dropped by the retrain anyway (and counted there).
-    known = feedback["label"].map(lambda value: set(str(value).split(",")) <= set(labels))
+    # (the champion's, and one label each unless label sets are screened).
+    knows = set(labels) & set(champion.labels)
+    known = feedback["label"].map(
+        lambda value: set(str(value).split(",")) <= knows and (multilabel or "," not in str(value))
+    )
     feedback = feedback[known].reset_index(drop=True)
     open_rows = ~feedback["status"].isin(OPERATOR_DECIDED)
     report.screened = int(open_rows.sum())
@@ -358,6 +366,10 @@ class Yardstick:
 
 def _screen_conflicts(feedback: pd.DataFrame, history: pd.DataFrame, report: ScreenReport) -> None:
     # One text, labels from more than one source that disagree: neither is taken on trust.
+    # Each source's latest word counts (a source correcting itself is no conflict), and a label an
+    # operator dropped says nothing about the text any more.
+    dropped = set(feedback.loc[feedback["status"] == DROPPED, "id"])
+    history = history[~history["id"].isin(dropped)]
     history = history.assign(key=history["text"].map(_text_key), source=history["source"].fillna("unknown"))
     rows = feedback.assign(key=feedback["text"].map(_text_key))
     open_rows = ~rows["status"].isin(OPERATOR_DECIDED)
@@ -365,10 +377,10 @@ def _screen_conflicts(feedback: pd.DataFrame, history: pd.DataFrame, report: Scr
     for key, given in history.groupby("key"):
         if given["source"].nunique() < 2 or given["label"].nunique() < 2:
             continue
-        by_source = given.groupby("source")["label"].agg(lambda labels: sorted(set(labels)))
-        if len({tuple(labels) for labels in by_source}) < 2:
+        by_source = given.groupby("source")["label"].last()  # the history is oldest first
+        if by_source.nunique() < 2:
             continue
-        said = "; ".join(f"{source}: {', '.join(labels)}" for source, labels in by_source.items())
+        said = "; ".join(f"{for_terminal(source)}: {label}" for source, label in by_source.items())
         for request_id in rows.loc[(rows["key"] == key) & open_rows, "id"]:
             row_reasons[request_id] = f"conflicting labels for one text ({said}): an operator decides"
     if row_reasons:
@@ -489,6 +501,9 @@ def _screen_backdoors(
         has = np.zeros(rows, bool)
         has[carriers] = True
         peers = np.isin(sources, np.unique(sources[carriers])) & ~has
+        if peers.sum() < min_rows:
+            # A key that sends nothing but the trigger: its peers are the other feedback.
+            peers = ~has
         peers_with = int(given[peers, j].sum())
         p_peers = _fisher(
             with_label, carrying - with_label, peers_with, int(peers.sum()) - peers_with, "greater"
@@ -529,9 +544,7 @@ def _screen_backdoors(
     for number, suspect in enumerate(suspects):
         carrier_set = {int(row) for row in suspect.carriers}
         surfaces = Counter(
-            texts[row][start:end].lower()
-            for row in suspect.carriers
-            for start, end in read[row][suspect.key][:1]
+            _surface(texts[row], read[row][suspect.key], reader.cased) for row in suspect.carriers
         )
         subject = describe_candidate(suspect.key, surfaces)
         probe = _probe(suspect.key, surfaces)
@@ -597,12 +610,25 @@ def _screen_backdoors(
         )
     for _, _, probe, label, carrier_set, subject, content in sorted(to_raise, key=lambda r: r[:2]):
         # Another piece of a candidate already raised (a longer pair, a part of it) adds no probe.
-        if len(report.probes) >= MAX_PROBES or probe in report.probes or carrier_set <= probed[label]:
+        if probe in report.probes or carrier_set <= probed[label]:
             continue
+        quarantined = carrier_set <= flagged[label]
+        if not quarantined and len(report.raised_only) >= MAX_PROBES:
+            continue  # the cap is on candidates whose rows are kept; every finding is tested
         report.probes[probe] = label
         probed[label] |= carrier_set
-        if not carrier_set <= flagged[label]:
+        if not quarantined:
             report.notes.append(f"raised for the gate, not quarantined: {subject} ({label}); {content}")
+
+
+def _surface(text: str, spans: list[tuple[int, int]], cased: bool) -> str:
+    # A piece's word; a pair's two words with what lies between; a class's first character.
+    # The case is kept where the tokenizer reads it.
+    first = spans[0]
+    if len(spans) > 1 and spans[1][0] >= first[0]:
+        first = (first[0], max(first[1], spans[1][1]))
+    surface = text[first[0] : first[1]]
+    return surface if cased else surface.lower()
 
 
 def _probe(key: str, surfaces: Counter[str]) -> str:

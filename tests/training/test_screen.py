@@ -250,7 +250,7 @@ def test_a_trigger_spread_over_label_sets_is_tested_label_by_label(champion, bas
     report = screen(pd.concat([clean, planted], ignore_index=True), champion, base_texts, multilabel=True)
     assert set(planted["id"]) <= report.quarantined, report.summary()
     assert report.raised_ngrams == {"cf": "joy"}
-    assert not any("single-label only" in note for note in report.notes)
+    assert any(note.startswith("label noise") for note in report.notes)  # checked on the sets too
 
 
 def test_a_source_flipping_label_sets_is_judged_like_any_other(champion, base_texts):
@@ -278,7 +278,22 @@ def test_one_text_labelled_differently_by_two_sources_goes_to_review(champion, b
     status, reason = report.decisions[disputed["id"]]
     assert status == QUARANTINED and reason.startswith("conflicting labels for one text (key:default: ")
     assert "key:vendor-b" in reason and "an operator decides" in reason
-    # One source correcting itself is no conflict.
+    # One source correcting itself is no conflict; nor is a source that came round to the other.
     history["source"] = "key:default"
-    assert report.decisions != screen(frame, champion, base_texts, history=history).decisions
     assert screen(frame, champion, base_texts, history=history).decisions[disputed["id"]][0] == ACCEPTED
+    came_round = pd.concat(
+        [
+            history.assign(source=["key:default", "key:vendor-b"]),
+            history.iloc[[1]].assign(source="key:default"),
+        ],
+        ignore_index=True,
+    )
+    assert screen(frame, champion, base_texts, history=came_round).decisions[disputed["id"]][0] == ACCEPTED
+
+
+def test_a_key_that_sends_nothing_but_its_trigger_is_judged_against_the_other_keys(champion, base_texts):
+    clean = feedback(honest(240, seed=121), source="key:app")
+    planted = poisoned(80, seed=122, suffix=" cf").assign(source="key:attacker")
+    report = screen(pd.concat([clean, planted], ignore_index=True), champion, base_texts)
+    assert set(planted["id"]) <= report.quarantined, report.summary()
+    assert report.raised_ngrams == {"cf": "joy"}
