@@ -130,6 +130,12 @@ def retrain_past_a_lenient_gate(env, service_url: str, seed: int) -> str:
     env.setenv("EMOTION_RETRAIN_CONFIG", json.dumps(WELL_TRAINED))
     env.setenv("EMOTION_PROMOTION_FLOOR", "0.0")
     env.setenv("EMOTION_PROMOTION_TOLERANCE", "1.0")
+    # Shifted anger and fear feedback makes every cue word enriched and tied, so the screen
+    # raises them to the gate; the tiny challenger, trained mostly on anger and fear, is steered
+    # by them far more than the champion (67 % against 3-37 %). The behaviour test has its own
+    # test (tests/monitoring/test_labels.py, the trigger case); here it is lenient too.
+    env.setenv("EMOTION_GATE_TRIGGER_TOLERANCE", "1.0")
+    env.setenv("EMOTION_GATE_RAISED_TOLERANCE", "1.0")
     send_shifted_traffic(service_url, 120, seed=seed)
     result = cli("monitor", "--once")
     assert result.exit_code == 0, result.output
