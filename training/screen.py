@@ -264,6 +264,8 @@ def screen_feedback(
     min_rows: int = 10,
     multilabel: bool = False,
     seed: int = 0,
+    reader: TextReader | None = None,
+    label_noise: bool = True,
 ) -> ScreenReport:
     """Screen ``feedback`` (id, text, label, source, status) before a retrain.
 
@@ -272,7 +274,9 @@ def screen_feedback(
     agreement is measured on for the content test (``base`` when there is none); ``history``
     every label given (id, text, label, source), for conflicts; ``champion`` is the served
     model's predictor. Rows an operator released or dropped keep their status and still count as
-    evidence (a released trigger is still raised, so the gate tests it).
+    evidence (a released trigger is still raised, so the gate tests it). ``reader`` is how texts
+    are read into candidates (the champion's tokenizer unless given); ``label_noise`` off leaves
+    out the noise check, which is not under ``false_alarm_rate`` (bench screen's honest runs).
     """
     report = ScreenReport()
     # A label the model does not know is dropped by the retrain anyway (and counted there).
@@ -299,10 +303,12 @@ def screen_feedback(
     _screen_sources(feedback, top, budget, report)
     yardstick = Yardstick.measure(champion, curated if curated is not None and len(curated) else base)
     _screen_backdoors(
-        feedback, base, champion, TextReader(getattr(champion, "tokenizer", None)),
+        feedback, base, champion, reader or TextReader(getattr(champion, "tokenizer", None)),
         given, decided, yardstick, budget, min_rows, report,
     )  # fmt: skip
-    if multilabel:
+    if not label_noise:
+        pass
+    elif multilabel:
         _screen_noise_multilabel(feedback, champion_labels, given, probabilities, embeddings, seed, report)
     else:
         _screen_noise(feedback, labels, champion_labels, probabilities, embeddings, seed, report)

@@ -216,12 +216,42 @@ def bench_screen(
         typer.Option(help="GoEmotions folder; default: data/goemotions, else beside the checkout."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Which comments, which rows poisoned.")] = 0,
+    honest_runs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Instead of the attacks: this many honest-only screens resampled from --pool, "
+            "the champion's scores stored (the false-alarm rate; 1,000 resolve 1 %).",
+        ),
+    ] = 0,
+    pool: Annotated[
+        str,
+        typer.Option(
+            help="The honest runs' rows: goemotions (train) or dair (the test split, the champion's domain)."
+        ),
+    ] = "goemotions",
 ) -> None:
     """The label screen alone against each attack class: the same comments and poison as 'bench
     loop', straight to the screen with the champion (no service, no retrain): poisoned rows stopped,
-    honest rows quarantined, what it raises for the gate."""
+    honest rows quarantined, what it raises for the gate. With --honest-runs: how often it
+    quarantines anything in honest-only feedback."""
     quiet_libraries()
     from bench.screen import ALL_ATTACKS, run
+    from bench.screen import honest_runs as run_honest
+
+    if honest_runs:
+        output = run_honest(
+            TrainingSettings(),
+            runs=honest_runs,
+            pool_name=pool,
+            comments=comments,
+            goemotions=goemotions,
+            seed=seed,
+            progress=typer.echo,
+        )
+        typer.echo((output / "screen-honest.md").read_text())
+        typer.echo(f"results: {output / 'screen-honest.json'}")
+        return
 
     output = run(
         TrainingSettings(),

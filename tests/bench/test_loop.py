@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from tests.utils.cli import cli
-from tests.utils.factories import TINY_TRAINING, write_goemotions
+from tests.utils.factories import TINY_TRAINING, tiny_rows, write_goemotions
 
 
 def test_the_loop_bench_replays_feedback_retrains_and_scores_before_and_after(
@@ -139,3 +141,47 @@ def test_the_screen_bench_runs_every_attack_class_against_the_screen(
     # The relabel attack's rows were dropped by an operator: the drop holds, they are stopped.
     assert by_attack["relabel"]["attack_stopped"] == 9
     assert "| symbol | " in (run.parent / "screen.md").read_text()
+
+
+def test_the_honest_runs_state_the_screens_false_alarm_rate_from_stored_scores(
+    isolated_env, registry, tiny_data, monkeypatch
+):
+    monkeypatch.setenv("EMOTION_VAR_DIR", str(registry))
+    monkeypatch.setenv("EMOTION_DATA_DIR", str(tiny_data))
+    result = cli("bench", "screen", "--honest-runs", "20", "--pool", "dair", "--comments", "40")
+    assert result.exit_code == 0, result.output
+    (run,) = (registry / "bench").glob("*/screen-honest.json")
+    summary = json.loads(run.read_text())
+    assert summary["runs"] == 20 and summary["pool"] == "dair" and summary["pool_rows"] == 60
+    assert 0 <= summary["runs_with_a_finding"] <= 20
+    assert summary["rate"] == summary["runs_with_a_finding"] / 20
+    low, high = summary["rate_ci95"]
+    assert low <= summary["rate"] <= high and high > 0  # an exact interval is never [0, 0]
+    assert "| dair | 20 | 1.0 % |" in (run.parent / "screen-honest.md").read_text()
+
+    for args, message in (
+        (("--pool", "tweets"), "unknown pool 'tweets'"),
+        (("--pool", "dair", "--comments", "61"), "the dair pool has 60 rows"),
+    ):
+        refused = cli("bench", "screen", "--honest-runs", "2", *args)
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+
+
+def test_stored_scores_and_a_remembering_reader_answer_as_the_champion_and_reader_do(isolated_env, registry):
+    from bench.screen import StoredScores, remembering_reader
+    from core.registry import connect, load_bundle
+    from core.settings import TrainingSettings
+    from training.screen import TextReader
+
+    settings = TrainingSettings(var_dir=registry)
+    predictor = load_bundle(connect(settings), settings).predictor()
+    stored = StoredScores(predictor)
+    texts = tiny_rows(5, seed=7)["text"].tolist()
+    texts.append(texts[0])  # a repeat is read from the store
+    first_probabilities, first_embeddings = stored.proba_and_embed(texts)
+    probabilities, embeddings = predictor.proba_and_embed(texts)
+    assert np.allclose(first_probabilities, probabilities, atol=1e-5)
+    assert np.allclose(first_embeddings, embeddings, atol=1e-5)
+    assert np.array_equal(stored.predict_proba(texts), first_probabilities)
+    reader = remembering_reader(predictor.tokenizer)
+    assert reader.read(texts) == reader.read(texts) == TextReader(predictor.tokenizer).read(texts)
