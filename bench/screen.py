@@ -1,10 +1,11 @@
 """``emotion-ops bench screen``: the label screen alone against each attack class, in minutes.
 
 The same comments, labels and poison as ``bench loop`` (its ``poison``), but no service and no
-retrain: the feedback goes straight to the screen the retrain runs, with the champion, the
-curated data and the label history it would have. Per attack: the poisoned rows it quarantined
-(or that an operator's drop held), the honest rows it quarantined, what it raised for the gate.
-Whether a trigger that got through steers a retrained model is what ``bench loop`` measures.
+retrain: the labels go through a real (throwaway) store as the retrain reads them, then straight
+to the screen the retrain runs, with the champion, the curated data and the label history it
+would have. Per attack: the poisoned rows it quarantined (or that an operator's drop held), the
+honest rows it quarantined, what it raised for the gate. Whether a trigger that got through
+steers a retrained model is what ``bench loop`` measures.
 Results go to ``var/bench/<time>/screen.json`` and ``screen.md``.
 
 ``honest_runs`` measures the other side: how often the screen's budgeted checks quarantine
@@ -61,24 +62,14 @@ def run(
     for attack in parsed:
         clock = time.perf_counter()
         sent = poison(replay, np.ones(comments, bool), attack, np.random.default_rng(seed))
-        frame = pd.DataFrame(
-            {
-                "id": [f"row-{i}" for i in range(comments)],
-                "text": sent["sent"],
-                "label": sent["given"],
-                "source": "key:bench",
-                # The relabel attack: an operator dropped the poisoned rows, the key labelled them
-                # again, and the drop holds (the store keeps it through a new label).
-                "status": [DROPPED if hit and attack.kind == "relabel" else None for hit in sent["attacked"]],
-                "feedback_at": pd.date_range("2026-12-01", periods=comments, freq="s", tz="UTC"),
-            }
-        )
+        frame, history = _through_a_store(sent, attack, bundle.name, bundle.version)
         report = screen_feedback(
             frame,
             base.splits["train"],
             base.labels,
             champion,
             curated=base.splits["validation"],
+            history=history,
             false_alarm_rate=settings.label_screen_false_alarm_rate,
             min_rows=settings.label_screen_min_rows,
             # A label set is what a multi-label key sends: screened as the retrain of such a
@@ -86,9 +77,10 @@ def run(
             multilabel=bundle.task == "multilabel" or attack.kind == "multilabel",
             seed=seed,
         )
+        # The store gives the rows back in label order: the attack's flags follow the ids.
+        attacked = frame["id"].map(dict(zip(_ids(len(sent)), sent["attacked"], strict=True))).to_numpy(bool)
         quarantined = frame["id"].isin(report.quarantined).to_numpy()
         held = (frame["status"] == DROPPED).to_numpy()
-        attacked = sent["attacked"].to_numpy()
         results.append(
             {
                 "attack": attack.kind,
@@ -122,6 +114,58 @@ def run(
     (output / "screen.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     (output / "screen.md").write_text(to_markdown(summary))
     return output
+
+
+def _ids(count: int) -> list[str]:
+    return [f"row-{i}" for i in range(count)]
+
+
+def _through_a_store(sent: pd.DataFrame, attack: Attack, model_name: str, version: str):
+    """The labels as the retrain reads them: logged, labelled by one key, (relabel) dropped by an
+    operator and labelled again, in a throwaway SQLite store; its feedback rows and label history."""
+    import tempfile
+
+    from core.store import Store
+    from core.store.rows import prediction_row
+
+    ids = _ids(len(sent))
+    with tempfile.TemporaryDirectory(prefix="bench-screen-") as folder:
+        store = Store.open(f"sqlite:///{folder}/predictions.db")
+        try:
+            log = store.predictions
+            start = datetime.now(UTC)
+            log.insert_many(
+                [
+                    prediction_row(
+                        request_id=request_id,
+                        created_at=start,
+                        model_name=model_name,
+                        model_version=version,
+                        text=text,
+                        emotion="",
+                        confidence=0.0,
+                        probabilities={},
+                        latency_ms=0.0,
+                        truncated=False,
+                        tokens=0,
+                        uncertain=False,
+                    )
+                    for request_id, text in zip(ids, sent["sent"], strict=True)
+                ]
+            )
+            labels = list(zip(ids, sent["given"], strict=True))
+            log.record_feedback_batch(labels, SOURCE)
+            if attack.kind == "relabel":
+                again = [label for label, hit in zip(labels, sent["attacked"], strict=True) if hit]
+                reason = "dropped by an operator (bench screen --attack relabel)"
+                log.set_feedback_status({request_id: (DROPPED, reason) for request_id, _ in again})
+                log.record_feedback_batch(again, SOURCE)  # the key labels them again
+            return log.feedback_rows(model_name), log.label_history_rows(model_name)
+        finally:
+            store.engine.dispose()
+
+
+SOURCE = "key:bench"
 
 
 def to_markdown(summary: dict) -> str:

@@ -138,7 +138,8 @@ def test_the_screen_bench_runs_every_attack_class_against_the_screen(
         "relabel",
     }
     assert by_attack["none"]["attack_rows"] == 0 and by_attack["trigger"]["attack_rows"] == 9
-    # The relabel attack's rows were dropped by an operator: the drop holds, they are stopped.
+    # The relabel attack's rows were dropped by an operator in the store and labelled again: the
+    # drop holds through the new label, so they are stopped.
     assert by_attack["relabel"]["attack_stopped"] == 9
     assert "| symbol | " in (run.parent / "screen.md").read_text()
 
