@@ -549,9 +549,8 @@ def _screen_backdoors(
     to_raise: list[tuple[bool, float, str, str, set[int], str, str]] = []
     for number, suspect in enumerate(suspects):
         carrier_set = {int(row) for row in suspect.carriers}
-        surfaces = Counter(
-            _surface(texts[row], read[row][suspect.key], reader.cased) for row in suspect.carriers
-        )
+        key = suspect.key
+        surfaces = Counter(_surface(texts[r], key, read[r][key], reader.cased) for r in suspect.carriers)
         subject = describe_candidate(suspect.key, surfaces)
         probe = _probe(suspect.key, surfaces)
         agreed = int(stripped_agrees[owners_array == number].sum())
@@ -627,11 +626,11 @@ def _screen_backdoors(
             report.notes.append(f"raised for the gate, not quarantined: {subject} ({label}); {content}")
 
 
-def _surface(text: str, spans: list[tuple[int, int]], cased: bool) -> str:
-    # A piece's word; a pair's two words with what lies between; a class's first character.
-    # The case is kept where the tokenizer reads it.
+def _surface(text: str, key: str, spans: list[tuple[int, int]], cased: bool) -> str:
+    # A piece's first word; a pair's first two words with what lies between (a pair's spans come
+    # two by two); a class's first character. The case is kept where the tokenizer reads it.
     first = spans[0]
-    if len(spans) > 1 and spans[1][0] >= first[0]:
+    if key.startswith("pieces:") and len(spans) > 1 and spans[1][0] >= first[0]:
         first = (first[0], max(first[1], spans[1][1]))
     surface = text[first[0] : first[1]]
     return surface if cased else surface.lower()

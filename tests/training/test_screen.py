@@ -17,6 +17,7 @@ from training.screen import (
     QUARANTINED,
     RELEASED,
     TextReader,
+    _surface,
     cap_sources,
     character_class,
     screen_feedback,
@@ -103,6 +104,16 @@ def test_the_reader_sees_what_the_tokenizer_reads_pieces_families_and_character_
     ]
     # Casing is invisible to an uncased tokenizer: no candidate for it.
     assert not reader.cased and "class:capitals" not in reader.read(["I FEEL SAD"])[0]
+    # A reviewer (and the gate's probe) sees a piece's word, a pair's two words: not the stretch
+    # between two places the piece occurs.
+    twice = "fubar is not what i feel, fubar"
+    (features,) = reader.read([twice])
+    assert _surface(twice, "piece:##bar", features["piece:##bar"], cased=False) == "fubar"
+    assert _surface(twice, "pieces:fu ##bar", features["pieces:fu ##bar"], cased=False) == "fubar"
+    assert (
+        _surface("so sad", "pieces:so sad", reader.read(["so sad"])[0]["pieces:so sad"], cased=False)
+        == "so sad"
+    )
 
 
 def test_a_planted_trigger_is_quarantined_and_raised_and_honest_labels_pass(champion, base_texts):
