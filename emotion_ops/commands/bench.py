@@ -225,11 +225,12 @@ def bench_screen(
         ),
     ] = 0,
     pool: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="The honest runs' rows: goemotions (train) or dair (the test split, the champion's domain)."
+            help="The honest runs' rows: goemotions (train; the default) or dair (the test split, "
+            "the champion's domain)."
         ),
-    ] = "goemotions",
+    ] = None,
 ) -> None:
     """The label screen alone against each attack class: the same comments and poison as 'bench
     loop', straight to the screen with the champion (no service, no retrain): poisoned rows stopped,
@@ -239,11 +240,15 @@ def bench_screen(
     from bench.screen import ALL_ATTACKS, run
     from bench.screen import honest_runs as run_honest
 
+    if honest_runs and attack:
+        raise ValueError("--honest-runs sends no attack: leave out --attack")
+    if pool is not None and not honest_runs:
+        raise ValueError("--pool is the honest runs' rows: give --honest-runs N with it")
     if honest_runs:
         output = run_honest(
             TrainingSettings(),
             runs=honest_runs,
-            pool_name=pool,
+            pool_name=pool or "goemotions",
             comments=comments,
             goemotions=goemotions,
             seed=seed,

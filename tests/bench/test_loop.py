@@ -149,23 +149,25 @@ def test_the_honest_runs_state_the_screens_false_alarm_rate_from_stored_scores(
 ):
     monkeypatch.setenv("EMOTION_VAR_DIR", str(registry))
     monkeypatch.setenv("EMOTION_DATA_DIR", str(tiny_data))
-    result = cli("bench", "screen", "--honest-runs", "20", "--pool", "dair", "--comments", "40")
+    result = cli("bench", "screen", "--honest-runs", "20", "--pool", "dair", "--comments", "30")
     assert result.exit_code == 0, result.output
     (run,) = (registry / "bench").glob("*/screen-honest.json")
     summary = json.loads(run.read_text())
     assert summary["runs"] == 20 and summary["pool"] == "dair" and summary["pool_rows"] == 60
-    assert 0 <= summary["runs_with_a_finding"] <= 20
-    assert summary["rate"] == summary["runs_with_a_finding"] / 20
+    assert summary["comments"] == 30 and len(summary["alarms"]) == summary["runs_with_a_finding"]
     low, high = summary["rate_ci95"]
     assert low <= summary["rate"] <= high and high > 0  # an exact interval is never [0, 0]
     assert "| dair | 20 | 1.0 % |" in (run.parent / "screen-honest.md").read_text()
 
     for args, message in (
         (("--pool", "tweets"), "unknown pool 'tweets'"),
-        (("--pool", "dair", "--comments", "61"), "the dair pool has 60 rows"),
+        (("--pool", "dair", "--comments", "31"), "take at most half of them (30)"),
+        (("--attack", "trigger"), "leave out --attack"),
     ):
         refused = cli("bench", "screen", "--honest-runs", "2", *args)
         assert refused.exit_code == 2 and message in refused.output, refused.output
+    refused = cli("bench", "screen", "--pool", "dair")
+    assert refused.exit_code == 2 and "give --honest-runs N with it" in refused.output
 
 
 def test_stored_scores_and_a_remembering_reader_answer_as_the_champion_and_reader_do(isolated_env, registry):
