@@ -46,12 +46,9 @@ def run(
     from training.data import load_emotion_dataset
     from training.screen import screen_feedback
 
-    folder = goemotions or default_goemotions()
-    if folder is None or not (Path(folder) / "labels.txt").is_file():
-        raise ValueError("no GoEmotions folder found: pass --goemotions DIR (labels.txt, train.tsv, dev.tsv)")
     parsed = [Attack.parse(spec, share) for spec in attacks]
     started_at = datetime.now(UTC)
-    pool = load_emotion_dataset(folder, splits=("train",), label_set="six").splits["train"]
+    pool = goemotions_train(goemotions)
     if comments > len(pool):
         raise ValueError(f"--comments {comments}: the GoEmotions train split has {len(pool)} six-label rows")
     replay = pool.sample(n=comments, random_state=seed).reset_index(drop=True)
@@ -114,6 +111,16 @@ def run(
     (output / "screen.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     (output / "screen.md").write_text(to_markdown(summary))
     return output
+
+
+def goemotions_train(goemotions: str | None) -> pd.DataFrame:
+    """GoEmotions train comments with six-label names, from ``goemotions`` or the default folder."""
+    from training.data import load_emotion_dataset
+
+    folder = goemotions or default_goemotions()
+    if folder is None or not (Path(folder) / "labels.txt").is_file():
+        raise ValueError("no GoEmotions folder found: pass --goemotions DIR (labels.txt, train.tsv, dev.tsv)")
+    return load_emotion_dataset(folder, splits=("train",), label_set="six").splits["train"]
 
 
 def _ids(count: int) -> list[str]:
@@ -270,15 +277,8 @@ def honest_runs(
     if bundle.task == "multilabel":
         raise ValueError("the honest runs screen single-label feedback: the champion is multi-label")
     base = load_emotion_dataset(settings.resolve_data_source(), splits=("train", "validation", "test"))
-    if pool_name == "goemotions":
-        folder = goemotions or default_goemotions()
-        if folder is None or not (Path(folder) / "labels.txt").is_file():
-            raise ValueError(
-                "no GoEmotions folder found: pass --goemotions DIR (labels.txt, train.tsv, dev.tsv)"
-            )
-        pool = load_emotion_dataset(folder, splits=("train",), label_set="six").splits["train"]
-    else:
-        pool = base.splits["test"]  # the champion's domain, rows it was not trained on
+    # dair: the champion's domain, rows it was not trained on.
+    pool = goemotions_train(goemotions) if pool_name == "goemotions" else base.splits["test"]
     # One row per text, as the store gives the retrain its feedback.
     pool = pool[pool["label"].isin(base.labels)].drop_duplicates(subset="text").reset_index(drop=True)
     if comments > len(pool) // 2:

@@ -306,11 +306,9 @@ def screen_feedback(
         feedback, base, champion, reader or TextReader(getattr(champion, "tokenizer", None)),
         given, decided, yardstick, budget, min_rows, report,
     )  # fmt: skip
-    if not label_noise:
-        pass
-    elif multilabel:
+    if label_noise and multilabel:
         _screen_noise_multilabel(feedback, champion_labels, given, probabilities, embeddings, seed, report)
-    else:
+    elif label_noise:
         _screen_noise(feedback, labels, champion_labels, probabilities, embeddings, seed, report)
 
     reasons: dict[str, list[str]] = defaultdict(list)
