@@ -57,7 +57,7 @@ def assemble_retrain_data(base: EmotionDataset, feedback: pd.DataFrame, holdout_
         lambda value: set(value.split(",")) <= labels if base.multilabel else value in labels
     )
     dropped = int((~known).sum())
-    feedback = feedback[known].sort_values("feedback_at").assign(source="feedback")
+    feedback = feedback[known].sort_values("feedback_at", kind="stable").assign(source="feedback")
     holdout_count = round(len(feedback) * holdout_share)
     columns = ["text", "label", "source"]
     holdout = feedback.iloc[len(feedback) - holdout_count :][columns] if holdout_count else None

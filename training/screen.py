@@ -815,6 +815,6 @@ def cap_sources(feedback: pd.DataFrame, max_share: float) -> tuple[pd.DataFrame,
         rows = feedback[sources == source]
         if count > allowed:
             left_out[str(source)] = int(count - allowed)
-            rows = rows.sort_values("feedback_at").iloc[count - allowed :]
+            rows = rows.sort_values("feedback_at", kind="stable").iloc[count - allowed :]
         kept.append(rows)
-    return pd.concat(kept).sort_values("feedback_at").reset_index(drop=True), left_out
+    return pd.concat(kept).sort_values("feedback_at", kind="stable").reset_index(drop=True), left_out

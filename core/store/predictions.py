@@ -126,13 +126,16 @@ class PredictionStore:
         label) pairs whose ids the caller checked exist."""
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
-            for request_id, label in labels:
+            for position, (request_id, label) in enumerate(labels):
+                # A microsecond apart, in the file's order: where two rows of a file label one
+                # text, the later line is the latest label (as it would be sent one by one).
+                at = now + timedelta(microseconds=position)
                 connection.execute(
                     predictions.update()
                     .where(predictions.c.id == request_id)
-                    .values(**_fresh_label(label, source, now))
+                    .values(**_fresh_label(label, source, at))
                 )
-            _remember(connection, labels, source, now)
+                _remember(connection, [(request_id, label)], source, at)
 
     def _apply_pending_feedback(self, ids: list[str]) -> None:
         with self.engine.begin() as connection:
@@ -175,7 +178,7 @@ class PredictionStore:
             )
             .join(predictions, predictions.c.id == label_history.c.request_id)
             .where(predictions.c.model_name == model_name)
-            .order_by(label_history.c.given_at)
+            .order_by(label_history.c.given_at, label_history.c.id)  # the id: in the order given
         )
         with self.engine.connect() as connection:
             rows = [row._tuple() for row in connection.execute(query).all()]
@@ -273,7 +276,9 @@ class PredictionStore:
                 predictions.c.model_version,
             )
             .where(predictions.c.model_name == model_name, predictions.c.feedback_label.is_not(None))
-            .order_by(predictions.c.feedback_at)
+            # Labels of one /feedback call share a time: the id breaks the tie, so which label of
+            # a text is the latest (and which rows are newest) is the same on every database.
+            .order_by(predictions.c.feedback_at, predictions.c.id)
         )
         with self.engine.connect() as connection:
             frame = pd.DataFrame(connection.execute(query).all(), columns=FEEDBACK_COLUMNS)

@@ -282,6 +282,26 @@ def test_a_window_streams_newest_first_with_each_text_cut_in_the_database(tmp_pa
     assert len(last) == 5 and [row[0] for row in last] == times[:5]
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_latest_label_of_a_text_is_the_same_on_every_database(tmp_path, database, request):
+    store = (
+        Store.connect(f"sqlite:///{tmp_path / 'log.db'}").predictions
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_store")
+    )
+    store.create_schema()
+    # One text logged four times; an imported file labels each, newest logged row first: the
+    # file's last line is the latest label, whatever order the database keeps the rows in.
+    rows = [_row(text="i feel it all at once") for _ in range(4)]
+    store.insert_many(rows)
+    labels = ["joy", "anger", "fear", "sadness"]
+    given = list(zip([row["id"] for row in reversed(rows)], labels, strict=True))
+    store.record_feedback_batch(given, "import:a")
+    (latest,) = store.feedback_rows("emotion-classifier").itertuples()
+    assert latest.label == "sadness" and latest.id == rows[0]["id"]
+    assert store.label_history_rows("emotion-classifier")["label"].tolist() == labels
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_store_url(request, tmp_path):
     if request.param == "sqlite":
