@@ -276,8 +276,9 @@ class PredictionStore:
                 predictions.c.model_version,
             )
             .where(predictions.c.model_name == model_name, predictions.c.feedback_label.is_not(None))
-            # Labels of one /feedback call share a time: the id breaks the tie, so which label of
-            # a text is the latest (and which rows are newest) is the same on every database.
+            # Two labels can share a time (two workers in one microsecond): the id breaks the tie,
+            # so which label of a text is the latest (and which rows are newest) is the same on
+            # every database.
             .order_by(predictions.c.feedback_at, predictions.c.id)
         )
         with self.engine.connect() as connection:
