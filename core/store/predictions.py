@@ -126,16 +126,15 @@ class PredictionStore:
         label) pairs whose ids the caller checked exist."""
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
-            for position, (request_id, label) in enumerate(labels):
-                # A microsecond apart, in the file's order: where two rows of a file label one
-                # text, the later line is the latest label (as it would be sent one by one).
-                at = now + timedelta(microseconds=position)
+            # One time for the file: its order is `label export`'s (most informative first), so
+            # it must not decide which rows are "newest" (the gate's held-out share, the cap).
+            for request_id, label in labels:
                 connection.execute(
                     predictions.update()
                     .where(predictions.c.id == request_id)
-                    .values(**_fresh_label(label, source, at))
+                    .values(**_fresh_label(label, source, now))
                 )
-                _remember(connection, [(request_id, label)], source, at)
+            _remember(connection, labels, source, now)
 
     def _apply_pending_feedback(self, ids: list[str]) -> None:
         with self.engine.begin() as connection:
@@ -276,9 +275,9 @@ class PredictionStore:
                 predictions.c.model_version,
             )
             .where(predictions.c.model_name == model_name, predictions.c.feedback_label.is_not(None))
-            # Two labels can share a time (two workers in one microsecond): the id breaks the tie,
-            # so which label of a text is the latest (and which rows are newest) is the same on
-            # every database.
+            # The labels of one imported file share a time: the request id (random) breaks the
+            # tie, so which label of a text wins, and which rows are newest, is the same on every
+            # database and unrelated to the file's order.
             .order_by(predictions.c.feedback_at, predictions.c.id)
         )
         with self.engine.connect() as connection:

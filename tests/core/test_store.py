@@ -290,15 +290,15 @@ def test_the_latest_label_of_a_text_is_the_same_on_every_database(tmp_path, data
         else request.getfixturevalue("postgres_store")
     )
     store.create_schema()
-    # One text logged four times; an imported file labels each, newest logged row first: the
-    # file's last line is the latest label, whatever order the database keeps the rows in.
-    rows = [_row(text="i feel it all at once") for _ in range(4)]
+    # One text logged four times and labelled by one imported file (one time for all): the
+    # largest request id wins on every database, not the order either keeps rows in.
+    ids = ["f" * 36, "1" * 36, "2" * 36, "3" * 36]
+    rows = [_row(request_id=rid, text="i feel it all at once") for rid in ids]
     store.insert_many(rows)
     labels = ["joy", "anger", "fear", "sadness"]
-    given = list(zip([row["id"] for row in reversed(rows)], labels, strict=True))
-    store.record_feedback_batch(given, "import:a")
+    store.record_feedback_batch(list(zip(ids, labels, strict=True)), "import:a")
     (latest,) = store.feedback_rows("emotion-classifier").itertuples()
-    assert latest.label == "sadness" and latest.id == rows[0]["id"]
+    assert latest.label == "joy" and latest.id == "f" * 36
     assert store.label_history_rows("emotion-classifier")["label"].tolist() == labels
 
 
