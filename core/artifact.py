@@ -125,26 +125,54 @@ class ModelBundle:
         """The card's novelty block (how the index was made, its threshold at registration)."""
         return self.card.get("novelty")
 
+    def _novelty_options(self) -> dict[str, Any]:
+        """How the served index is built: as the card says it was at registration, so its
+        expected share is the card's; a version registered with another representation (the last
+        layer and its k nearest rows, before the layer mean) gets today's method and share on
+        the same texts: its card's share was chosen for a score the served features no longer
+        give."""
+        from core.inference.novelty import (
+            DEFAULT_METHOD,
+            DEFAULT_NEIGHBOURS,
+            DEFAULT_NOVEL_SHARE,
+            REPRESENTATION,
+        )
+
+        card = self.novelty or {}
+        same = card.get("representation") == REPRESENTATION
+        return {
+            "method": card.get("method", DEFAULT_METHOD) if same else DEFAULT_METHOD,
+            "neighbours": card.get("neighbours", DEFAULT_NEIGHBOURS) if same else DEFAULT_NEIGHBOURS,
+            "novel_share": card.get("novel_share", DEFAULT_NOVEL_SHARE) if same else DEFAULT_NOVEL_SHARE,
+        }
+
+    @property
+    def expected_novel_share(self) -> float | None:
+        """The chance the served index calls an unshifted text novel (what the drift verdict
+        tests a window against); None for a version registered without novelty."""
+        from core.inference.novelty import expected_share
+
+        card = self.novelty
+        if not card or "calibration_rows" not in card:
+            return None
+        return expected_share(int(card["calibration_rows"]), self._novelty_options()["novel_share"])
+
     def novelty_index(self, predictor: EmotionPredictor, variant: str) -> NoveltyIndex | None:
         """This version's novelty index as ``predictor`` (on runtime-precision ``variant``)
         embeds it, cached beside the version; None for a version registered without one."""
-        from core.inference.novelty import DEFAULT_NEIGHBOURS, DEFAULT_NOVEL_SHARE, cached_index
+        from core.inference.novelty import cached_index
 
         path = self.local_dir / "artifacts" / NOVELTY_REFERENCE
         if not path.is_file():
             return None
         texts = pd.read_parquet(path)
-        # Built as the card says it was at registration, so its expected share is the card's.
-        card = self.novelty or {}
-        options = {
-            "neighbours": card.get("neighbours", DEFAULT_NEIGHBOURS),
-            "novel_share": card.get("novel_share", DEFAULT_NOVEL_SHARE),
-        }
+        options = self._novelty_options()
+        name = f"{variant}-{options['method']}-k{options['neighbours']}-{options['novel_share']}.npz"
         return cached_index(
-            predictor.embed,
+            predictor.features_and_classes,
             texts.loc[texts["role"] == "index", "text"].tolist(),
             texts.loc[texts["role"] == "calibration", "text"].tolist(),
-            self.local_dir / "novelty" / f"{variant}-k{options['neighbours']}-{options['novel_share']}.npz",
+            self.local_dir / "novelty" / "layers" / name,
             **options,
         )
 

@@ -30,6 +30,16 @@ default: the chance that a window of unshifted traffic is called drift, whatever
   exact test per label, Bonferroni over the labels): the model's output moving, whatever the
   inputs do.
 
+Beside the verdict, two estimates a reviewer reads before any label comes:
+
+- the **novel share** of the window, net of what unshifted traffic gives, with its interval
+  (``estimated_novel_share``): "about 6 % (3-9 %) of this window is unlike anything the model
+  knows";
+- the window's **accuracy without labels** (``estimated_accuracy``, ATC: the share of rows whose
+  top-class confidence is over the threshold at which the reference has as many rows as right
+  answers), of the whole window and of its familiar and novel rows apart. Backtested in
+  ``bench drift`` against windows with true labels. Single-label models only.
+
 Rows without novelty (a model registered before it, or the service told not to score it) leave
 the label test alone, with the whole budget. The Evidently column report is the human-readable
 report beside the verdict: its columns say where traffic moved, but no longer decide (seven
@@ -123,6 +133,8 @@ class WindowSample:
     novel_rows: int = 0
     novel_emotions: Counter = field(default_factory=Counter)  # how the model labelled novel rows
     most_novel: list = field(default_factory=list)  # (novelty, text, emotion), most novel first
+    confident_rows: int | None = None  # over the ATC threshold (None: not counted)
+    confident_novel_rows: int | None = None  # of them, novel
 
     @property
     def sampled(self) -> bool:
@@ -141,13 +153,15 @@ def sample_window(
     seed: int = 0,
     thresholds: dict[str, float] | None = None,
     shown: int = 20,
+    confidence_threshold: float | None = None,
 ) -> WindowSample:
     """One pass over the window's rows (created_at, text, emotion, confidence, feedback_label,
     novelty, novel), newest first: exact counts, the ``shown`` most novel rows, and a uniform
     reservoir sample of at most ``sample_rows``.
 
     With a multi-label model's ``thresholds`` each row also carries its probabilities, and its
-    decided labels are counted and compared with the feedback's."""
+    decided labels are counted and compared with the feedback's. With ``confidence_threshold``
+    (ATC's, ``atc_threshold``) the rows over it are counted, familiar and novel apart."""
     rng = random.Random(seed)
     reservoir: list[tuple] = []
     emotion_counts: Counter = Counter()
@@ -156,6 +170,7 @@ def sample_window(
     confusion: Counter = Counter()
     most_novel: list[tuple] = []  # a min-heap of the most novel rows seen
     total = labelled = scored = novel_total = 0
+    confident: Counter = Counter()  # rows over the ATC threshold: all, novel
     first_at = last_at = None
     for created_at, text, emotion, confidence, feedback_label, novelty, novel, *probabilities in rows:
         total += 1
@@ -170,6 +185,9 @@ def sample_window(
                 heapq.heappush(most_novel, entry)
             elif most_novel and entry > most_novel[0]:
                 heapq.heapreplace(most_novel, entry)
+        if confidence_threshold is not None and float(confidence) > confidence_threshold:
+            confident["all"] += 1
+            confident["novel"] += bool(novel)
         decided = decided_labels(probabilities[0], thresholds) if thresholds else emotion
         label_counts.update(decided.split(",") if thresholds else (decided,))
         if feedback_label is not None:
@@ -200,6 +218,8 @@ def sample_window(
         novel_total,
         novel_emotions,
         ranked,
+        confident_rows=confident["all"] if confidence_threshold is not None else None,
+        confident_novel_rows=confident["novel"] if confidence_threshold is not None else None,
     )
 
 
@@ -282,6 +302,70 @@ def novelty_test(scored_rows: int, novel_rows: int, expected_share: float, alpha
     }
 
 
+def estimated_novel_share(
+    scored_rows: int, novel_rows: int, expected_share: float, level: float = 0.95
+) -> dict:
+    """The share of the window unlike anything the model knows, with its interval.
+
+    A window of which a share ``s`` is novel has ``s + (1 - s) * e`` rows over the threshold if
+    every novel text crosses it (``e``: the unshifted share); so ``s = (p - e) / (1 - e)``, here
+    with ``p``'s Clopper-Pearson interval. A novel text that stays under the threshold is not
+    counted: this is the share the score can see, a floor on the true one."""
+    interval = stats.binomtest(novel_rows, scored_rows).proportion_ci(level, method="exact")
+
+    def novel(p: float) -> float:
+        return round(min(1.0, max(0.0, (p - expected_share) / (1 - expected_share))), 4)
+
+    return {
+        "estimate": novel(novel_rows / scored_rows),
+        "low": novel(interval.low),
+        "high": novel(interval.high),
+        "level": level,
+    }
+
+
+def atc_threshold(reference: pd.DataFrame) -> float | None:
+    """ATC (average thresholded confidence, Garg et al. 2022): the top-class confidence over
+    which the reference has as many rows as the model got right in it; a window's rows over it
+    estimate its accuracy. None without a labelled reference."""
+    if not len(reference) or "label" not in reference:
+        return None
+    confidence = np.sort(reference[CONFIDENCE].to_numpy(dtype=float))
+    wrong = int((reference["label"] != reference[EMOTION]).sum())
+    # The wrong-th lowest: exactly len - wrong reference rows are over it (ties aside).
+    return float(confidence[wrong - 1]) if wrong else float(confidence[0]) - 1e-9
+
+
+def estimated_accuracy(window: WindowSample, threshold: float, level: float = 0.95) -> dict | None:
+    """Live accuracy without labels (ATC), of the whole window and of its familiar and novel
+    rows apart, with a Wilson interval from the window's own size (the estimator's own bias,
+    measured in ``bench drift``, is not in it)."""
+    if window.confident_rows is None or not window.total_rows:
+        return None
+    def part(over: int, rows: int) -> dict | None:
+        if not rows:
+            return None
+        interval = stats.binomtest(over, rows).proportion_ci(level, method="wilson")
+        return {
+            "estimate": round(over / rows, 4),
+            "low": round(float(interval.low), 4),
+            "high": round(float(interval.high), 4),
+            "rows": rows,
+        }
+
+    novel_over = window.confident_novel_rows or 0
+    return {
+        "method": "ATC",
+        "threshold": round(threshold, 6),
+        "level": level,
+        "all": part(window.confident_rows, window.total_rows),
+        "familiar": part(window.confident_rows - novel_over, window.scored_rows - window.novel_rows)
+        if window.scored_rows
+        else None,
+        "novel": part(novel_over, window.novel_rows) if window.scored_rows else None,
+    }
+
+
 def label_mix_test(window: Counter, reference: Counter, alpha: float) -> dict:
     """Has any predicted label's share moved from the reference's? Per label, Fisher's exact test
     of its count in the window against the reference (two-sided), Bonferroni over the labels.
@@ -354,6 +438,7 @@ class DriftResult:
     tests: dict = field(default_factory=dict)  # the verdict's tests, each with its p-value
     novelty: dict | None = None  # the novel rows: share, the most novel, how they are labelled
     quality: dict | None = None
+    estimated_accuracy: dict | None = None  # ATC: the window's accuracy without labels
     html_path: str | None = None
     quality_html_path: str | None = None
     duration_seconds: float = 0.0
@@ -406,6 +491,7 @@ class DriftResult:
             "tests": self.tests,
             "novelty": self.novelty,
             "quality": self.quality,
+            "estimated_accuracy": self.estimated_accuracy,
             "html": self.html_path,
             "quality_html": self.quality_html_path,
             "duration_seconds": round(self.duration_seconds, 2),
@@ -556,8 +642,15 @@ def analyse(
     started = time.perf_counter()
     created_at = datetime.now(UTC)
     report_id = f"{created_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    # Single-label: ATC on the top-class confidence (a multi-label model's has no accuracy to
+    # estimate this way; its decided sets are judged on feedback alone).
+    confidence_threshold = None if thresholds else atc_threshold(reference)
     window_data = sample_window(
-        rows, policy.sample_rows, thresholds=thresholds, shown=policy.novel_rows_shown
+        rows,
+        policy.sample_rows,
+        thresholds=thresholds,
+        shown=policy.novel_rows_shown,
+        confidence_threshold=confidence_threshold,
     )
     result = DriftResult(
         report_id=report_id,
@@ -587,6 +680,11 @@ def analyse(
             "novel_rows": window_data.novel_rows,
             "share": round(window_data.novel_rows / window_data.scored_rows, 4),
             "expected_share": expected_novel_share,
+            "estimated_share": estimated_novel_share(
+                window_data.scored_rows, window_data.novel_rows, expected_novel_share
+            )
+            if expected_novel_share is not None
+            else None,
             # How the model labelled the novel rows: what the new traffic is taken for.
             "novel_emotions": dict(window_data.novel_emotions.most_common()),
             "most_novel": [
@@ -595,6 +693,8 @@ def analyse(
             ],
             "recent_shares": list(recent_novelty or []),
         }
+    if confidence_threshold is not None:
+        result.estimated_accuracy = estimated_accuracy(window_data, confidence_threshold)
     if thresholds:
         result.label_frequency = {
             "current": frequency(window_data.label_counts, window_data.total_rows),

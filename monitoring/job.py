@@ -66,7 +66,7 @@ def run_drift(
         policy,
         settings.reports_root,
         thresholds=bundle.thresholds if multilabel else None,
-        expected_novel_share=(bundle.novelty or {}).get("expected_share"),
+        expected_novel_share=bundle.expected_novel_share,
         recent_novelty=_recent_novelty(store, settings.model_name, str(version.version)),
     )
     store.reports.add(result.summary())

@@ -72,6 +72,25 @@ def drift_registry(result: DriftResult, retrain_triggered: bool) -> CollectorReg
                 "emotion_drift_novelty_expected_share",
                 "Share of novel texts in unshifted traffic (the model's calibration).",
             ).labels(result.model_version).set(result.novelty["expected_share"])
+        estimated = result.novelty.get("estimated_share")
+        if estimated is not None:
+            novel_share = gauge(
+                "emotion_drift_novel_share_estimate",
+                "Estimated share of the window unlike the training texts (bound: estimate, low, high).",
+                ["model_version", "bound"],
+            )
+            for bound in ("estimate", "low", "high"):
+                novel_share.labels(result.model_version, bound).set(estimated[bound])
+    if result.estimated_accuracy is not None:
+        accuracy = gauge(
+            "emotion_estimated_accuracy",
+            "Accuracy estimated without labels (ATC) on the window's rows (part: all, familiar, novel).",
+            ["model_version", "part"],
+        )
+        for part in ("all", "familiar", "novel"):
+            figure = result.estimated_accuracy.get(part)
+            if figure is not None:
+                accuracy.labels(result.model_version, part).set(figure["estimate"])
     if result.tests:
         p_value = gauge(
             "emotion_drift_test_p_value",

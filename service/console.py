@@ -192,8 +192,10 @@ def report_view(report: dict[str, Any], recent: list[dict[str, Any]]) -> dict[st
         "novelty": {
             "share": novelty.get("share"),
             "expected_share": novelty.get("expected_share"),
+            "estimated_share": novelty.get("estimated_share"),
             "most_novel": novelty.get("most_novel") or [],
         },
+        "estimated_accuracy": summary.get("estimated_accuracy"),
         "emotion_share": summary.get("emotion_share") or {},
         "label_frequency": summary.get("label_frequency"),
         "quality": summary.get("quality"),

@@ -26,8 +26,10 @@ from core.artifact import (
 from core.inference.novelty import (
     DEFAULT_CALIBRATION_ROWS,
     DEFAULT_INDEX_ROWS,
+    DEFAULT_METHOD,
     DEFAULT_NEIGHBOURS,
     DEFAULT_NOVEL_SHARE,
+    REPRESENTATION,
     NoveltyIndex,
 )
 from core.inference.predictor import EmotionPredictor
@@ -252,9 +254,17 @@ def _log_and_register(
     reference.to_parquet(scratch / REFERENCE, index=False)
     novelty_texts = _novelty_texts(dataset, config.seed)
     novelty_texts.to_parquet(scratch / NOVELTY_REFERENCE, index=False)
+    index, index_classes = predictor.features_and_classes(
+        novelty_texts.loc[novelty_texts["role"] == "index", "text"].tolist()
+    )
+    calibration, _ = predictor.features_and_classes(
+        novelty_texts.loc[novelty_texts["role"] == "calibration", "text"].tolist()
+    )
     novelty = NoveltyIndex.calibrated(
-        predictor.embed(novelty_texts.loc[novelty_texts["role"] == "index", "text"].tolist()),
-        predictor.embed(novelty_texts.loc[novelty_texts["role"] == "calibration", "text"].tolist()),
+        index,
+        calibration,
+        index_classes,
+        method=DEFAULT_METHOD,
         neighbours=DEFAULT_NEIGHBOURS,
         novel_share=DEFAULT_NOVEL_SHARE,
     )
@@ -283,7 +293,7 @@ def _log_and_register(
             "novel_share": DEFAULT_NOVEL_SHARE,
             "index_texts": "a random sample of the train split",
             "calibration_texts": "a random sample of the validation split",
-            "representation": "mean-pooled last hidden state, cosine distance",
+            "representation": REPRESENTATION,
         },
         **(card_extra or {}),
     }

@@ -7,8 +7,8 @@ probabilities and its per-label decision thresholds (``config.label_thresholds``
 was trained); any other gets a softmax.
 
 With a novelty index (``core.inference.novelty``) each prediction also says how unlike the
-model's training texts the text is, from the same forward pass (its mean-pooled last hidden
-state): no second model, and nothing to keep in step with the one that predicts.
+model's training texts the text is, from the same forward pass (the mean of its layers' token
+means): no second model, and nothing to keep in step with the one that predicts.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.special import expit, softmax
 
-from core.inference.novelty import NoveltyIndex
+from core.inference.novelty import NoveltyIndex, layer_mean
 from core.labels import decide, thresholds_for
 
 # The fixed cost of one forward pass, in padded tokens it is worth: more batches beat padding
@@ -120,8 +120,14 @@ class EmotionPredictor:
 
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Each text's mean-pooled last hidden state (what novelty is measured on)."""
+        """Each text's novelty features (``core.inference.novelty.layer_mean``)."""
         return self.proba_and_embed(texts)[1]
+
+    def features_and_classes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each text's novelty features and the class the model gives it (its most probable
+        label), from one forward: what a novelty index is built from."""
+        probabilities, features = self.proba_and_embed(texts)
+        return features, probabilities.argmax(axis=1)
 
     @torch.inference_mode()
     def proba_and_embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -197,14 +203,14 @@ class EmotionPredictor:
 
 
 def pooled_output(result: Any, attention_mask: torch.Tensor) -> np.ndarray:
-    """The mean of the last hidden state over each text's tokens (an ONNX Runtime model returns
-    it computed in its graph). NumPy, not torch: see the note on softmax above."""
+    """Each text's novelty features (``core.inference.novelty.layer_mean``; an ONNX Runtime
+    model returns them computed in its graph). NumPy, not torch: see the note on softmax above."""
     ready = getattr(result, "pooled", None)
     if ready is not None:
         return np.asarray(ready, dtype=np.float32)
-    hidden = result.hidden_states[-1].float().cpu().numpy()
-    mask = attention_mask.cpu().numpy()[:, :, None].astype(np.float32)
-    return np.asarray((hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0))
+    return layer_mean(
+        [layer.float().cpu().numpy() for layer in result.hidden_states], attention_mask.cpu().numpy()
+    )
 
 
 def length_buckets(lengths: list[int], max_batch: int, forward_cost_tokens: int) -> list[tuple[int, int]]:

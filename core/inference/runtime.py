@@ -10,8 +10,8 @@ for serving and benchmarking; training keeps plain PyTorch.
   Runtime; int8 is ONNX Runtime's dynamic quantization of the exported graph. One ``run`` call
   is one C++ call that releases the GIL for the whole forward, so the HTTP side of the process
   keeps its share of the CPU; PyTorch's eager forward takes the GIL back between operators.
-  The graph also outputs the mean-pooled last hidden state (``pooled``), which novelty scoring
-  reads, so one run gives both.
+  The graph also outputs the novelty features (``pooled``: the mean over the layers of each
+  layer's token mean), which novelty scoring reads, so one run gives both.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from core.inference.novelty import FIRST_POOLED_LAYER
 from core.inference.predictor import EmotionPredictor
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ ONNX_OPSET = 17
 ONNX_INPUTS = ("input_ids", "attention_mask")
 ONNX_OUTPUTS = ("logits", "pooled")
 # The file names carry the graph's outputs: a cache exported before ``pooled`` is not reused.
-ONNX_FILE = "model-pooled.onnx"
-ONNX_INT8_FILE = "model-pooled-int8.onnx"
+# "layers": the graph's ``pooled`` is the layer mean; a graph cached before it (last layer) is not reused.
+ONNX_FILE = "model-layers.onnx"
+ONNX_INT8_FILE = "model-layers-int8.onnx"
 
 
 def load_predictor(
@@ -144,7 +146,8 @@ def _quantize(source: Path, target: Path) -> None:
 
 
 class _WithPooled(torch.nn.Module):
-    """The classifier's logits and its mean-pooled last hidden state, for export."""
+    """The classifier's logits and its novelty features (``core.inference.novelty.layer_mean``,
+    in torch so the graph computes them), for export."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -154,7 +157,8 @@ class _WithPooled(torch.nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         result = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden = result.hidden_states[-1]
+        layers = result.hidden_states[FIRST_POOLED_LAYER:]
+        hidden = torch.stack(layers).mean(dim=0)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return result.logits, (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 

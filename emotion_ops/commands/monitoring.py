@@ -60,6 +60,24 @@ def print_drift(result) -> None:
                 f"    {column.column:<17} {column.score:8.4f}  {column.method} "
                 f"(threshold {column.threshold})  {mark}"
             )
+    estimated = (result.novelty or {}).get("estimated_share")
+    if estimated is not None:
+        typer.echo(
+            f"  about {estimated['estimate']:.1%} ({estimated['low']:.1%} to {estimated['high']:.1%}) "
+            "of this window is unlike anything the model knows"
+        )
+    if result.estimated_accuracy is not None:
+        parts = result.estimated_accuracy
+        split = ", ".join(
+            f"{name} {parts[name]['estimate']:.1%} on {parts[name]['rows']}"
+            for name in ("familiar", "novel")
+            if parts.get(name)
+        )
+        whole = parts["all"]
+        typer.echo(
+            f"  accuracy estimated without labels (ATC): {whole['estimate']:.1%} "
+            f"({whole['low']:.1%} to {whole['high']:.1%}){f'; {split}' if split else ''}"
+        )
     if result.novelty and result.novelty["most_novel"]:
         taken_for = ", ".join(
             f"{label} {count}" for label, count in list(result.novelty["novel_emotions"].items())[:4]

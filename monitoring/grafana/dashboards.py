@@ -275,8 +275,33 @@ def drift_dashboard() -> Dashboard:
                 "unshifted traffic v{{model_version}}",
             ),
             unit="percentunit",
-            description="Texts unlike the model's training data (over its novelty threshold); about 2 % of "
+            description="Texts unlike the model's training data (over its novelty threshold); about 1 % of "
             "unshifted traffic is. Alert EmotionNovelTraffic fires at three times that.",
+        ),
+        panel(
+            timeseries,
+            "Novel share of the window (estimate, 95 % interval)",
+            query(
+                "max by (model_version, bound) (emotion_drift_novel_share_estimate)",
+                "{{bound}} v{{model_version}}",
+            ),
+            unit="percentunit",
+            description="The share of the window unlike anything the model knows, net of the share "
+            "unshifted traffic has over the threshold: a floor (a novel text under the threshold is "
+            "not counted).",
+        ),
+        panel(
+            timeseries,
+            "Accuracy estimated without labels (ATC)",
+            query(
+                "max by (model_version, part) (emotion_estimated_accuracy)",
+                "{{part}} v{{model_version}}",
+            ),
+            query("max by (model_version) (emotion_live_accuracy)", "live (feedback) v{{model_version}}"),
+            unit="percentunit",
+            description="From the model's confidence, calibrated on the reference split, for all the "
+            "window's texts and its familiar and novel ones apart; it reads high on novel texts "
+            "(docs/performance.md). Alert EmotionEstimatedAccuracyBelowFloor fires under 85 %.",
         ),
         panel(
             timeseries,

@@ -154,9 +154,17 @@ async function reportPage(page, id) {
   );
   page.append(el("h3", {}, "Tests"), table(["test", "p-value", "alpha", "result", "share", "expected"], tests));
   const novelty = report.novelty || {};
+  const estimated = novelty.estimated_share;
+  const accuracy = report.estimated_accuracy;
+  const part = (name) => accuracy && accuracy[name]
+    ? `${name} ${percent(accuracy[name].estimate)} (${percent(accuracy[name].low)}–${percent(accuracy[name].high)}) on ${accuracy[name].rows}`
+    : null;
   page.append(
     el("h3", {}, "Novel share"),
     el("p", {}, `${percent(novelty.share)} of this window against ${percent(novelty.expected_share)} expected`),
+    estimated ? el("p", { id: "novel-estimate" }, `about ${percent(estimated.estimate)} (${percent(estimated.low)}–${percent(estimated.high)}) of this window is unlike anything the model knows`) : "",
+    accuracy ? el("p", { id: "estimated-accuracy" }, "accuracy estimated without labels (ATC): ",
+      ["all", "familiar", "novel"].map(part).filter(Boolean).join("; ")) : "",
     chart(report.history || []),
     el("h3", {}, "Most novel rows"),
     table(["novelty", "text", "the model said"], (novelty.most_novel || []).map((row) =>

@@ -107,11 +107,14 @@ def test_bench_rejects_bad_options(isolated_env):
         assert result.exit_code == 2 and message in result.output, result.output
 
 
-def test_the_drift_bench_measures_power_and_false_alarms(registry, tiny_data, monkeypatch, tmp_path):
+def test_the_drift_bench_measures_power_and_false_alarms(
+    registry, tiny_data, tiny_base_model, monkeypatch, tmp_path
+):
     from tests.utils.factories import write_goemotions
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EMOTION_VAR_DIR", str(registry))
+    monkeypatch.setenv("EMOTION_BASE_MODEL", str(tiny_base_model))  # the grid's base encoder
     goemotions = write_goemotions(tmp_path / "goemotions")
     result = cli(
         "bench", "drift", "--windows", "100", "--data", str(tiny_data), "--goemotions", str(goemotions)
@@ -130,4 +133,19 @@ def test_the_drift_bench_measures_power_and_false_alarms(registry, tiny_data, mo
         assert 0 <= low <= row["flagged"] <= high <= 1
         assert row["flagged"] >= max(row["by_novelty"], row["by_label_mix"])
     assert summary["ms_per_window_judged"] > 0
-    assert "| window rows | Reddit share | flagged |" in (run / "drift.md").read_text()
+    # The label-free accuracy estimate against the true accuracy of each mixed window.
+    assert [row["share"] for row in summary["accuracy_estimate"]] == [0.0, 0.05, 0.1, 0.2, 1.0]
+    for row in summary["accuracy_estimate"]:
+        assert 0 <= row["within_3pt"] <= 1 and row["mean_absolute_error"] >= abs(row["mean_error"]) - 1e-9
+    # The grid: every representation (the base encoder's among them) x score x window test.
+    grid = summary["grid"]
+    assert {row["representation"] for row in grid} >= {
+        "tuned last layer",
+        "tuned layer mean (served)",
+        "base layer mean",
+    }
+    assert {row["score"] for row in grid} == {"kNN cosine", "Mahalanobis", "relative Mahalanobis"}
+    assert {row["test"] for row in grid} == {"binomial 1%", "binomial 2%", "Higher Criticism"}
+    assert all(0 <= row["500:0.05"] <= 1 for row in grid)
+    markdown = (run / "drift.md").read_text()
+    assert "| window rows | Reddit share | flagged |" in markdown and "| representation | score |" in markdown

@@ -70,6 +70,7 @@ def test_every_alert_fires_and_clears_in_promtool_unit_tests():
         "EmotionDriftDetected",
         "EmotionNovelTraffic",
         "EmotionLiveAccuracyBelowFloor",
+        "EmotionEstimatedAccuracyBelowFloor",
         "EmotionPredictionLogWriteFailures",
         "EmotionNoTraffic",
         "EmotionDriftJobStale",

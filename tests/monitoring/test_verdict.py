@@ -15,6 +15,8 @@ from monitoring.drift import (
     VERDICT_NO_DRIFT,
     DriftPolicy,
     analyse,
+    atc_threshold,
+    estimated_novel_share,
     label_mix_test,
     novelty_test,
     sample_window,
@@ -107,3 +109,43 @@ def test_a_small_novel_mix_is_called_drift_and_the_report_says_what_moved(tmp_pa
         "m", policy, tmp_path, expected_novel_share=0.02,
     )  # fmt: skip
     assert calm.verdict == VERDICT_NO_DRIFT
+
+
+def test_the_novel_share_is_estimated_net_of_what_unshifted_traffic_gives():
+    shifted = estimated_novel_share(500, 40, 0.02)
+    assert shifted["estimate"] == pytest.approx((0.08 - 0.02) / 0.98, abs=1e-4)
+    assert 0 < shifted["low"] < shifted["estimate"] < shifted["high"] < 0.12
+    # Fewer novel rows than unshifted traffic gives: none, not a negative share.
+    calm = estimated_novel_share(500, 5, 0.02)
+    assert calm["estimate"] == 0 and calm["low"] == 0 and calm["high"] > 0
+
+
+def test_accuracy_is_estimated_from_confidence_for_the_familiar_and_novel_rows_apart(tmp_path):
+    # The reference: confidences 0.001 .. 1.0, right on 800 of 1,000, so ATC's threshold leaves
+    # 800 rows over it.
+    confidences = [(index + 1) / 1000 for index in range(1000)]
+    reference = pd.DataFrame(
+        {
+            "text": ["t"] * 1000,
+            "label": ["joy"] * 1000,
+            "emotion": ["sadness"] * 200 + ["joy"] * 800,
+            "confidence": confidences,
+        }
+    )
+    threshold = atc_threshold(reference)
+    assert sum(c > threshold for c in confidences) == 800
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    # 400 familiar rows, 300 of them confident; 100 novel rows, 20 of them confident.
+    window_rows = [(start, f"t{i}", "joy", 0.9 if i < 300 else 0.1, None, 0.1, False) for i in range(400)] + [
+        (start, f"n{i}", "joy", 0.9 if i < 20 else 0.1, None, 0.9, True) for i in range(100)
+    ]
+    result = analyse(
+        window_rows, TrafficWindow("1", rows=500), reference, ("joy", "sadness"), "m",
+        DriftPolicy(min_rows=100), tmp_path, expected_novel_share=0.02,
+    )  # fmt: skip
+    estimate = result.summary()["estimated_accuracy"]
+    assert estimate["method"] == "ATC" and estimate["threshold"] == pytest.approx(threshold)
+    assert estimate["all"]["estimate"] == 0.64 and estimate["all"]["rows"] == 500
+    assert estimate["all"]["low"] < 0.64 < estimate["all"]["high"]
+    assert estimate["familiar"]["estimate"] == 0.75 and estimate["familiar"]["rows"] == 400
+    assert estimate["novel"]["estimate"] == 0.2 and estimate["novel"]["rows"] == 100
