@@ -285,6 +285,13 @@ def test_a_logged_script_never_runs_in_the_report(console_url, console_env, brow
     _sign_in(browser, console_url, REVIEW_KEY)
     browser.get(console_url + "/console#report/latest")
     _rendered(browser, "report")
+    # Beside the verdict, what a reviewer reads before labels come: the novel share and accuracy.
+    novel = view["novelty"]["estimated_share"]
+    estimate = browser.find_element(By.ID, "novel-estimate").text
+    assert estimate.startswith(f"about {100 * novel['estimate']:.1f} %") and "unlike anything" in estimate
+    accuracy = view["estimated_accuracy"]
+    shown = browser.find_element(By.ID, "estimated-accuracy").text
+    assert f"all {100 * accuracy['all']['estimate']:.1f} %" in shown and "(ATC)" in shown
     frame = browser.find_element(By.ID, "evidently")
     assert frame.get_attribute("sandbox") == "allow-scripts"
     browser.switch_to.frame(frame)
