@@ -342,6 +342,7 @@ def estimated_accuracy(window: WindowSample, threshold: float, level: float = 0.
     measured in ``bench drift``, is not in it)."""
     if window.confident_rows is None or not window.total_rows:
         return None
+
     def part(over: int, rows: int) -> dict | None:
         if not rows:
             return None
