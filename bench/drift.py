@@ -188,7 +188,9 @@ def run(
     reddit_labelled = classify(predictor, labelled_reddit["text"].tolist(), labelled_reddit["label"].tolist())
     backtest = atc_backtest(unshifted, reddit_labelled, reference, windows, rng)
     grid = None
-    if with_grid:
+    if with_grid and not reddit_texts:
+        progress("grid: no Reddit comment to mix in; left out")
+    elif with_grid:
         grid = measure_grid(bundle, test, reddit_texts, policy, windows, seed, progress)
 
     output = (output_root or settings.var_dir / "bench") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -226,6 +228,8 @@ def atc_backtest(
     assert threshold is not None, "the reference has no labels"
     rows = []
     for share in (0.0, *SHARES):
+        if share and not len(reddit.labels):  # no six-label comment to mix in
+            continue
         errors: list[float] = []
         familiar_errors: list[float] = []
         novel_errors: list[float] = []
@@ -459,8 +463,10 @@ def to_markdown(summary: dict) -> str:
 
 
 def _method(novelty: dict) -> str:
-    if novelty.get("method", "knn") == "knn":
+    if "method" not in novelty:  # a run from before the layer mean
         return f"the {novelty['neighbours']} nearest (cosine, last layer)"
+    if novelty["method"] == "knn":
+        return f"the {novelty['neighbours']} nearest (cosine, layer mean)"
     return f"Mahalanobis to the nearest of {novelty['classes']} class centres (layer mean)"
 
 

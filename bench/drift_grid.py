@@ -26,14 +26,21 @@ in), Higher Criticism's null from the other. The verdict each window gets is its
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-from core.inference.novelty import FIRST_POOLED_LAYER, KNN, MAHALANOBIS, NoveltyIndex, unit
+from core.inference.novelty import (
+    FIRST_POOLED_LAYER,
+    KNN,
+    MAHALANOBIS,
+    NoveltyIndex,
+    expected_share,
+    rows_over_threshold,
+    unit,
+)
 
 SHARES = (0.05, 0.10, 0.20)
 SIZES = (100, 500)
@@ -194,10 +201,10 @@ def run_grid(
             unshifted, reddit = score(features("unshifted")), score(features("reddit"))
             tests: dict[str, Callable[[np.ndarray, np.ndarray], bool]] = {}
             for share in (0.01, 0.02):
-                above = max(math.ceil(round(len(calibration) * share, 9)) - 1, 0)
-                threshold = calibration[len(calibration) - above - 1]
-                expected = (above + 1) / (len(calibration) + 1)
-                tests[f"binomial {share:.0%}"] = _binomial(threshold, expected, alpha)
+                threshold = calibration[len(calibration) - rows_over_threshold(len(calibration), share) - 1]
+                tests[f"binomial {share:.0%}"] = _binomial(
+                    threshold, expected_share(len(calibration), share), alpha
+                )
             tests["Higher Criticism"] = _higher_criticism(
                 calibration, unshifted[half_a], alpha, null_windows, rng
             )
@@ -206,12 +213,8 @@ def run_grid(
                 for case, drawn in windows.cases.items():
                     novelty = np.array([test(unshifted[a], reddit[b]) for a, b in drawn])
                     row[case] = round(float((novelty | label_mix_drifted[case]).mean()), 4)
-                row["reddit_over_1pct"] = round(
-                    float(
-                        (reddit > calibration[len(calibration) - math.ceil(len(calibration) * 0.01)]).mean()
-                    ),
-                    4,
-                )
+                over_1pct = calibration[len(calibration) - rows_over_threshold(len(calibration), 0.01) - 1]
+                row["reddit_over_1pct"] = round(float((reddit > over_1pct).mean()), 4)
                 rows.append(row)
     return rows
 
@@ -250,14 +253,6 @@ def _higher_criticism(
         return bool(higher_criticism(p_values(scores)[None, :])[0] > cut[len(scores)])
 
     return test
-
-
-def atc_threshold(confidence: np.ndarray, correct: np.ndarray) -> float:
-    """ATC (Garg et al. 2022): the confidence over which the reference has as many rows as it
-    has right answers."""
-    ordered = np.sort(confidence)
-    wrong = len(ordered) - int(correct.sum())
-    return float(ordered[wrong - 1]) if wrong > 0 else float(ordered[0]) - 1e-9
 
 
 def grid_markdown(rows: list[dict]) -> list[str]:

@@ -160,7 +160,7 @@ class ModelBundle:
     def novelty_index(self, predictor: EmotionPredictor, variant: str) -> NoveltyIndex | None:
         """This version's novelty index as ``predictor`` (on runtime-precision ``variant``)
         embeds it, cached beside the version; None for a version registered without one."""
-        from core.inference.novelty import cached_index
+        from core.inference.novelty import POOLING_TAG, cached_index
 
         path = self.local_dir / "artifacts" / NOVELTY_REFERENCE
         if not path.is_file():
@@ -172,7 +172,7 @@ class ModelBundle:
             predictor.features_and_classes,
             texts.loc[texts["role"] == "index", "text"].tolist(),
             texts.loc[texts["role"] == "calibration", "text"].tolist(),
-            self.local_dir / "novelty" / "layers" / name,
+            self.local_dir / "novelty" / POOLING_TAG / name,
             **options,
         )
 

@@ -134,7 +134,8 @@ class WindowSample:
     novel_emotions: Counter = field(default_factory=Counter)  # how the model labelled novel rows
     most_novel: list = field(default_factory=list)  # (novelty, text, emotion), most novel first
     confident_rows: int | None = None  # over the ATC threshold (None: not counted)
-    confident_novel_rows: int | None = None  # of them, novel
+    confident_scored_rows: int | None = None  # of them, with a novelty score
+    confident_novel_rows: int | None = None  # of those, novel
 
     @property
     def sampled(self) -> bool:
@@ -170,7 +171,7 @@ def sample_window(
     confusion: Counter = Counter()
     most_novel: list[tuple] = []  # a min-heap of the most novel rows seen
     total = labelled = scored = novel_total = 0
-    confident: Counter = Counter()  # rows over the ATC threshold: all, novel
+    confident: Counter = Counter()  # rows over the ATC threshold: all, scored, novel
     first_at = last_at = None
     for created_at, text, emotion, confidence, feedback_label, novelty, novel, *probabilities in rows:
         total += 1
@@ -187,7 +188,9 @@ def sample_window(
                 heapq.heapreplace(most_novel, entry)
         if confidence_threshold is not None and float(confidence) > confidence_threshold:
             confident["all"] += 1
-            confident["novel"] += bool(novel)
+            if novelty is not None:  # rows without a score are neither familiar nor novel
+                confident["scored"] += 1
+                confident["novel"] += bool(novel)
         decided = decided_labels(probabilities[0], thresholds) if thresholds else emotion
         label_counts.update(decided.split(",") if thresholds else (decided,))
         if feedback_label is not None:
@@ -219,6 +222,7 @@ def sample_window(
         novel_emotions,
         ranked,
         confident_rows=confident["all"] if confidence_threshold is not None else None,
+        confident_scored_rows=confident["scored"] if confidence_threshold is not None else None,
         confident_novel_rows=confident["novel"] if confidence_threshold is not None else None,
     )
 
@@ -355,12 +359,13 @@ def estimated_accuracy(window: WindowSample, threshold: float, level: float = 0.
         }
 
     novel_over = window.confident_novel_rows or 0
+    familiar_over = (window.confident_scored_rows or 0) - novel_over
     return {
         "method": "ATC",
         "threshold": round(threshold, 6),
         "level": level,
         "all": part(window.confident_rows, window.total_rows),
-        "familiar": part(window.confident_rows - novel_over, window.scored_rows - window.novel_rows)
+        "familiar": part(familiar_over, window.scored_rows - window.novel_rows)
         if window.scored_rows
         else None,
         "novel": part(novel_over, window.novel_rows) if window.scored_rows else None,

@@ -51,10 +51,18 @@ class LabelFileError(ValueError):
     """A label file that cannot be imported; the message names the rows."""
 
 
-def informativeness(probabilities: np.ndarray, novelty: np.ndarray | None, multilabel: bool) -> np.ndarray:
+def informativeness(
+    probabilities: np.ndarray,
+    novelty: np.ndarray | None,
+    multilabel: bool,
+    versions: np.ndarray | None = None,
+) -> np.ndarray:
     """How much a label on each row would teach, in [0, 1]: uncertainty (single-label: one minus
     the margin between the two likeliest labels; multi-label: how close the least decided label
-    is to 0.5), averaged by rank with novelty where the rows have it."""
+    is to 0.5), averaged by rank with novelty where the rows have it. Novelty is ranked within
+    each model version (``versions``): each version's index scores on its own scale (a version
+    registered with the last layer's cosine distance scores under 2, today's Mahalanobis
+    distance in the tens)."""
     if multilabel:
         uncertainty = 1 - np.abs(2 * probabilities - 1).min(axis=1)
     else:
@@ -62,7 +70,9 @@ def informativeness(probabilities: np.ndarray, novelty: np.ndarray | None, multi
         uncertainty = 1 - (top[:, -1] - top[:, -2]) if probabilities.shape[1] > 1 else 1 - top[:, -1]
     score = pd.Series(uncertainty).rank(pct=True).to_numpy()
     if novelty is not None and not np.isnan(novelty).all():
-        novel = pd.Series(np.nan_to_num(novelty, nan=np.nanmin(novelty))).rank(pct=True).to_numpy()
+        filled = pd.Series(np.nan_to_num(novelty, nan=np.nanmin(novelty)))
+        groups = pd.Series(np.zeros(len(filled)) if versions is None else np.asarray(versions, dtype=str))
+        novel = filled.groupby(groups.to_numpy()).rank(pct=True).to_numpy()
         score = (score + novel) / 2
     return score
 
@@ -97,7 +107,8 @@ def select_for_labelling(pool: pd.DataFrame, predictor, count: int, seed: int = 
         return pool.assign(predicted=[], informativeness=[])
     probabilities, embeddings = predictor.proba_and_embed(pool["text"].tolist())
     novelty = pool["novelty"].to_numpy(dtype=float) if "novelty" in pool else None
-    scores = informativeness(probabilities, novelty, predictor.multilabel)
+    versions = pool["model_version"].to_numpy() if "model_version" in pool else None
+    scores = informativeness(probabilities, novelty, predictor.multilabel, versions)
     chosen = choose_rows(embeddings, scores, count, seed)
     decided = predictor.decisions(probabilities[chosen])
     labels = np.array(predictor.labels)

@@ -59,11 +59,12 @@ class EmotionPrediction(BaseModel):
     truncated: bool = Field(description="The text had more tokens than the model reads; the rest was cut.")
     tokens: int = Field(description="Tokens the model read.")
     novelty: float | None = Field(
-        description="How unlike the model's training texts this text is: the mean cosine distance "
-        "of the model's representation to its nearest training texts (null: not scored)."
+        description="How unlike the model's training texts this text is: the Mahalanobis distance "
+        "of the mean of the model's layers to the nearest class centre of its training texts "
+        "(null: not scored)."
     )
     novel: bool | None = Field(
-        description="The novelty is over the model's threshold (about 2 in 100 texts like the "
+        description="The novelty is over the model's threshold (about 1 in 100 texts like the "
         "training data are; null: not scored)."
     )
     request_id: str = Field(description="Id for feedback and for the prediction log.")

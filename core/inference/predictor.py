@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.special import expit, softmax
 
-from core.inference.novelty import NoveltyIndex, layer_mean
+from core.inference.novelty import NoveltyIndex, layer_mean, token_mean
 from core.labels import decide, thresholds_for
 
 # The fixed cost of one forward pass, in padded tokens it is worth: more batches beat padding
@@ -121,18 +121,23 @@ class EmotionPredictor:
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> np.ndarray:
         """Each text's novelty features (``core.inference.novelty.layer_mean``)."""
-        return self.proba_and_embed(texts)[1]
+        return self.features_and_classes(texts)[0]
 
+    @torch.inference_mode()
     def features_and_classes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Each text's novelty features and the class the model gives it (its most probable
         label), from one forward: what a novelty index is built from."""
-        probabilities, features = self.proba_and_embed(texts)
+        probabilities, _, features = self._forward(texts, pooled=True)
+        assert features is not None  # asked for
         return features, probabilities.argmax(axis=1)
 
     @torch.inference_mode()
     def proba_and_embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``predict_proba`` and ``embed`` from one forward pass."""
-        probabilities, _, pooled = self._forward(texts, pooled=True)
+        """``predict_proba`` and each text's mean-pooled last hidden state, from one forward:
+        what the label screen's noise check and ``label export``'s clusters read (their
+        figures in docs/labels.md were measured on it). PyTorch only: the ONNX graph returns
+        the novelty features, not the last layer."""
+        probabilities, _, pooled = self._forward(texts, pooled=True, last_layer=True)
         assert pooled is not None  # asked for
         return probabilities, pooled
 
@@ -164,7 +169,7 @@ class EmotionPredictor:
         return predictions
 
     def _forward(
-        self, texts: list[str], pooled: bool = False
+        self, texts: list[str], pooled: bool = False, last_layer: bool = False
     ) -> tuple[np.ndarray, list[int], np.ndarray | None]:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32), [], np.zeros((0, 0), dtype=np.float32)
@@ -190,7 +195,7 @@ class EmotionPredictor:
             )
             logits = result.logits
             if pooled:
-                batch = pooled_output(result, attention_mask)
+                batch = pooled_output(result, attention_mask, last_layer)
                 if embeddings is None:
                     embeddings = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
                 embeddings[indices] = batch
@@ -202,10 +207,15 @@ class EmotionPredictor:
         return output, token_counts, embeddings
 
 
-def pooled_output(result: Any, attention_mask: torch.Tensor) -> np.ndarray:
+def pooled_output(result: Any, attention_mask: torch.Tensor, last_layer: bool = False) -> np.ndarray:
     """Each text's novelty features (``core.inference.novelty.layer_mean``; an ONNX Runtime
-    model returns them computed in its graph). NumPy, not torch: see the note on softmax above."""
+    model returns them computed in its graph), or with ``last_layer`` the mean of its last
+    hidden state over its tokens. NumPy, not torch: see the note on softmax above."""
     ready = getattr(result, "pooled", None)
+    if last_layer:
+        if getattr(result, "hidden_states", None) is None:
+            raise ValueError("the last layer is not in the ONNX graph's outputs: load the model on PyTorch")
+        return token_mean(result.hidden_states[-1].float().cpu().numpy(), attention_mask.cpu().numpy())
     if ready is not None:
         return np.asarray(ready, dtype=np.float32)
     return layer_mean(

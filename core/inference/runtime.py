@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from core.inference.novelty import FIRST_POOLED_LAYER
+from core.inference.novelty import FIRST_POOLED_LAYER, POOLING_TAG
 from core.inference.predictor import EmotionPredictor
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,10 @@ ONNX_OPSET = 17
 ONNX_INPUTS = ("input_ids", "attention_mask")
 ONNX_OUTPUTS = ("logits", "pooled")
 # The file names carry the graph's outputs: a cache exported before ``pooled`` is not reused.
-# "layers": the graph's ``pooled`` is the layer mean; a graph cached before it (last layer) is not reused.
-ONNX_FILE = "model-layers.onnx"
-ONNX_INT8_FILE = "model-layers-int8.onnx"
+# The tag says which features the graph's ``pooled`` is (the layer mean): a graph cached for
+# other features (the last layer's, before it) is not reused.
+ONNX_FILE = f"model-{POOLING_TAG}.onnx"
+ONNX_INT8_FILE = f"model-{POOLING_TAG}-int8.onnx"
 
 
 def load_predictor(

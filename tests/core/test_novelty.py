@@ -119,3 +119,21 @@ def registry_model_dir(registry):
 
     settings = CoreSettings(var_dir=registry)
     return load_bundle(connect(settings), settings).model_dir
+
+
+def test_a_version_registered_with_the_last_layer_index_gets_todays_score_and_share(tmp_path):
+    import json
+
+    from core.artifact import MODEL_CARD, ModelBundle
+    from core.inference.novelty import DEFAULT_METHOD, DEFAULT_NOVEL_SHARE
+
+    (tmp_path / "artifacts").mkdir()
+    old = {"neighbours": 10, "novel_share": 0.02, "calibration_rows": 1000, "expected_share": 20 / 1001,
+           "representation": "mean-pooled last hidden state, cosine distance"}  # fmt: skip
+    (tmp_path / "artifacts" / MODEL_CARD).write_text(json.dumps({"novelty": old}))
+    bundle = ModelBundle(name="m", version="1", local_dir=tmp_path)
+    # Its texts are re-indexed the way the service scores now, and the drift job tests against
+    # the share that index really has, not the card's 2 %.
+    assert bundle._novelty_options()["method"] == DEFAULT_METHOD
+    assert bundle._novelty_options()["novel_share"] == DEFAULT_NOVEL_SHARE
+    assert bundle.expected_novel_share == pytest.approx(10 / 1001)

@@ -76,6 +76,13 @@ def test_informative_rows_are_chosen_one_per_region_not_as_near_copies():
     novelty = np.zeros(100)
     novelty[50:75] = 1.0
     assert informativeness(probabilities, novelty, multilabel=False)[60] > scores[60]
+    # Each version's novelty on its own scale: the old version's most novel row (cosine, under
+    # 2) ranks as high as the new version's (Mahalanobis, in the tens).
+    both = np.array([0.1, 0.9, 10.0, 30.0])
+    ranked = informativeness(
+        np.tile([0.5, 0.5], (4, 1)), both, multilabel=False, versions=np.array(["1", "1", "2", "2"])
+    )
+    assert ranked[1] == ranked[3] > ranked[0] == ranked[2]
 
 
 def test_export_then_import_records_labels_with_their_source(registry_copy, tmp_path):

@@ -139,13 +139,15 @@ def test_accuracy_is_estimated_from_confidence_for_the_familiar_and_novel_rows_a
     window_rows = [(start, f"t{i}", "joy", 0.9 if i < 300 else 0.1, None, 0.1, False) for i in range(400)] + [
         (start, f"n{i}", "joy", 0.9 if i < 20 else 0.1, None, 0.9, True) for i in range(100)
     ]
+    # 50 confident rows without a novelty score (logged with scoring off): neither part's.
+    window_rows += [(start, f"u{i}", "joy", 0.9, None, None, None) for i in range(50)]
     result = analyse(
-        window_rows, TrafficWindow("1", rows=500), reference, ("joy", "sadness"), "m",
+        window_rows, TrafficWindow("1", rows=550), reference, ("joy", "sadness"), "m",
         DriftPolicy(min_rows=100), tmp_path, expected_novel_share=0.02,
     )  # fmt: skip
     estimate = result.summary()["estimated_accuracy"]
     assert estimate["method"] == "ATC" and estimate["threshold"] == pytest.approx(threshold)
-    assert estimate["all"]["estimate"] == 0.64 and estimate["all"]["rows"] == 500
-    assert estimate["all"]["low"] < 0.64 < estimate["all"]["high"]
+    assert estimate["all"]["estimate"] == round(370 / 550, 4) and estimate["all"]["rows"] == 550
+    assert estimate["all"]["low"] < estimate["all"]["estimate"] < estimate["all"]["high"]
     assert estimate["familiar"]["estimate"] == 0.75 and estimate["familiar"]["rows"] == 400
     assert estimate["novel"]["estimate"] == 0.2 and estimate["novel"]["rows"] == 100
