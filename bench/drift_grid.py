@@ -39,6 +39,7 @@ from core.inference.novelty import (
     NoveltyIndex,
     expected_share,
     rows_over_threshold,
+    token_mean,
     unit,
 )
 
@@ -78,11 +79,8 @@ def layer_token_means(
                 attention_mask=encoded["attention_mask"],
                 output_hidden_states=True,
             )
-            mask = encoded["attention_mask"].unsqueeze(-1).float()
-            layers = torch.stack(
-                [(h * mask).sum(1) / mask.sum(1).clamp(min=1.0) for h in result.hidden_states], 1
-            )
-            means.append(layers.float().numpy())
+            mask = encoded["attention_mask"].numpy()
+            means.append(np.stack([token_mean(h.float().numpy(), mask) for h in result.hidden_states], 1))
             if getattr(result, "logits", None) is not None:
                 classes.append(result.logits.argmax(-1).numpy())
     return np.concatenate(means), np.concatenate(classes) if classes else None
@@ -115,22 +113,17 @@ def representations(tuned: TextSets, base: TextSets | None) -> dict[str, Callabl
     return chosen
 
 
-def relative_mahalanobis(index: np.ndarray, classes: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Class Mahalanobis minus the distance to one Gaussian over all index rows."""
-    per_class = NoveltyIndex.calibrated(index, index[:1], classes, method=MAHALANOBIS)
-    background = NoveltyIndex.calibrated(
-        index, index[:1], np.zeros(len(index), dtype=int), method=MAHALANOBIS
-    )
-    return lambda rows: per_class.score(rows) - background.score(rows)
-
-
 def scorers(index: np.ndarray, classes: np.ndarray) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     knn = NoveltyIndex.calibrated(index, index[:1], method=KNN)
     maha = NoveltyIndex.calibrated(index, index[:1], classes, method=MAHALANOBIS)
+    # Relative Mahalanobis (Ren et al. 2021): minus the distance to one Gaussian over all rows.
+    background = NoveltyIndex.calibrated(
+        index, index[:1], np.zeros(len(index), dtype=int), method=MAHALANOBIS
+    )
     return {
         "kNN cosine": knn.score,
         "Mahalanobis": maha.score,
-        "relative Mahalanobis": relative_mahalanobis(index, classes),
+        "relative Mahalanobis": lambda rows: maha.score(rows) - background.score(rows),
     }
 
 
