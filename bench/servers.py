@@ -34,6 +34,7 @@ class Case:
     threads: int | None = None
     spinning: bool | None = None
     shadow_share: float | None = None  # None: the service's default
+    env: tuple[tuple[str, str], ...] = ()  # more of the server's environment (bench path's layers)
 
     @property
     def variant(self) -> str:
@@ -91,6 +92,7 @@ def serve_case(settings: ServiceSettings, work: Path, case: Case, log_url: str |
     ):
         if value is not None:
             env[f"EMOTION_{name}"] = str(value).lower()
+    env.update(case.env)
     env.pop("EMOTION_API_KEY", None)
     url = f"http://127.0.0.1:{port}"
     log = work / f"{case.name}-{case.variant}-{uuid.uuid4().hex[:4]}.log"

@@ -32,6 +32,10 @@ DATA_DIR_CANDIDATES = (
 )
 HUB_DATASET_ID = "dair-ai/emotion"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# The request path layers `emotion-ops bench path` can switch off that have no setting of their
+# own: BentoML's request metrics, the model metrics, the guard's disconnect watcher.
+AblatedLayer = Literal["request-metrics", "model-metrics", "disconnect-watch"]
+ABLATED_LAYERS: tuple[str, ...] = AblatedLayer.__args__  # type: ignore[attr-defined]
 
 
 class CoreSettings(BaseSettings):
@@ -323,6 +327,13 @@ class ServiceSettings(CoreSettings):
         default=False,
         description="OpenTelemetry spans for API requests (exporter set in BentoML's configuration).",
     )
+    # For `emotion-ops bench path` only: each layer of the request path it switches off in turn
+    # to measure what that layer costs. Every one of them is on in production.
+    request_path_ablation: Annotated[frozenset[AblatedLayer], NoDecode] = Field(
+        default=frozenset(),
+        description="Comma-separated request path layers switched off to measure their cost "
+        "(emotion-ops bench path only): " + ", ".join(ABLATED_LAYERS) + ".",
+    )
     batch_max_size: int = Field(default=64, ge=1, description="Most texts in one batch.")
     batch_max_wait_ms: float = Field(
         default=0.0, ge=0, description="Hold a batch open this long for more texts."
@@ -397,6 +408,13 @@ class ServiceSettings(CoreSettings):
     def _blank_key_is_unset(cls, value: object) -> object:
         # compose passes ${EMOTION_API_KEY:-} as an empty string: that is no key, not a key "".
         return _blank_is_unset(value)
+
+    @field_validator("request_path_ablation", mode="before")
+    @classmethod
+    def _layers_from_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("label_quota_per_hour", "label_quota_per_window", mode="before")
     @classmethod

@@ -56,6 +56,19 @@ BATCH_SIZE = Histogram(
     "Texts per forward pass of the in-process batcher.",
     buckets=(1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256),
 )
+# The model's own time, beside what the service serves: texts served over texts per forward
+# second (times the workers) is the served-to-in-process ratio on the Service dashboard, and a
+# request's CPU minus its share of the forward CPU is what the request path costs.
+FORWARD_SECONDS = Counter(
+    "emotion_forward_seconds_total",
+    "Wall seconds of the model's forward passes (tokenizer, model, novelty score).",
+)
+FORWARD_CPU_SECONDS = Counter(
+    "emotion_forward_cpu_seconds_total",
+    "CPU seconds of the forward thread in those passes (the model's whole cost with one "
+    "intra-op thread per worker, the default).",
+)
+WORKERS = Gauge("emotion_workers", "Worker processes serving the model.", multiprocess_mode="livesum")
 LOG_DROPPED = Counter(
     "emotion_prediction_log_dropped_rows_total",
     "Rows neither written nor spooled (the spool was full or the disk refused them).",

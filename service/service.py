@@ -64,10 +64,13 @@ from service.metrics import (
     BATCHER_SHED,
     FEEDBACK,
     FEEDBACK_CORRECT,
+    FORWARD_CPU_SECONDS,
+    FORWARD_SECONDS,
     LOG_SPOOL_LIMIT,
     SHADOW_QUEUE_DEPTH,
     SHADOW_SCORED,
     SHADOW_SKIPPED,
+    WORKERS,
     count_prediction,
     export_model_info,
     log_writer_callbacks,
@@ -134,6 +137,7 @@ def _store_unavailable(what: str, error: Exception) -> HTTPException:
     # BentoML wraps every request in OpenTelemetry spans even with no exporter; off, its
     # middleware lets every URL straight through.
     **({} if SETTINGS.tracing else {"tracing": {"excluded_urls": [".*"]}}),
+    **({"metrics": {"enabled": False}} if "request-metrics" in SETTINGS.request_path_ablation else {}),
 )
 @bentoml.asgi_app(web, path="/")
 class EmotionService:
@@ -145,7 +149,7 @@ class EmotionService:
         self.holder = ChampionHolder(self.settings, on_swap=export_model_info)
         self.holder.start()
         self.batcher = MicroBatcher(
-            lambda texts: self.holder.current.predict(texts),
+            self._forward,
             max_batch=self.settings.batch_max_size,
             max_wait_ms=self.settings.batch_max_wait_ms,
             max_queued_texts=self.settings.batch_queue_limit,
@@ -174,6 +178,8 @@ class EmotionService:
         )
         if self.settings.monitoring:
             self.shadow.start()
+        self._count_predictions = "model-metrics" not in self.settings.request_path_ablation
+        WORKERS.set(1)
         self._document: tuple[tuple[str, ...], dict] | None = None
         self._schema_ready = False
         self._ticket_secret = console.ticket_secret(self.settings.keys_with_roles())
@@ -184,6 +190,15 @@ class EmotionService:
         self.shadow.stop()
         self.batcher.close()
         self.writer.close()
+
+    def _forward(self, texts: list[str]):
+        """One batch through the served model (on the batcher's thread), timed for the metrics."""
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        try:
+            return self.holder.current.predict(texts)
+        finally:
+            FORWARD_CPU_SECONDS.inc(time.thread_time() - cpu_started)
+            FORWARD_SECONDS.inc(time.perf_counter() - started)
 
     @bentoml.api(route="/predict")
     async def predict(self, text: Text) -> EmotionPrediction:  # type: ignore[valid-type]
@@ -234,7 +249,8 @@ class EmotionService:
             answers.append(answer)
             if not self.settings.monitoring:
                 continue
-            count_prediction(answer)
+            if self._count_predictions:
+                count_prediction(answer)
             if self.settings.log_sample_rate >= 1 or random.random() < self.settings.log_sample_rate:
                 rows.append(
                     prediction_row(
@@ -632,5 +648,6 @@ EmotionService.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
     api_keys=SETTINGS.keys_with_roles(),
     max_body_bytes=SETTINGS.body_limit_bytes,
+    watch_disconnects="disconnect-watch" not in SETTINGS.request_path_ablation,
 )
 bound_endpoint_labels()

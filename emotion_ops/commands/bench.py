@@ -1,5 +1,5 @@
 """Benchmark commands: bench (the service and the models under load), bench threads, bench
-shadow, bench loop, bench drift, and soak. Each is a thin layer over one function of ``bench``."""
+path, bench shadow, bench loop, bench drift, and soak. Each is a thin layer over one function of ``bench``."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ def _client_counts(value: str) -> tuple[int, ...]:
 
 bench_app = typer.Typer(
     help="Benchmarks: the service and the models under load (no subcommand), thread and process "
-    "layouts ('threads'), the shadow's cost ('shadow'), the monitoring loop ('loop'), the label "
-    "screen against each attack ('screen'), the drift verdict ('drift').",
+    "layouts ('threads'), the request path's layers ('path'), the shadow's cost ('shadow'), the "
+    "monitoring loop ('loop'), the label screen against each attack ('screen'), the drift verdict "
+    "('drift').",
 )
 
 
@@ -99,6 +100,40 @@ def bench_threads(
         ServiceSettings(),
         TrainingSettings().resolve_data_source(),
         layouts=parse_layouts(layouts) if layouts else LAYOUTS,
+        concurrency=levels,
+        requests=requests,
+        rounds=min(rounds, requests),
+        progress=typer.echo,
+    )
+    typer.echo((output / "results.md").read_text())
+    typer.echo(f"results: {output / 'results.json'}")
+
+
+@bench_app.command("path")
+@user_errors
+def bench_path(
+    requests: Annotated[int, typer.Option(min=1, help="Requests per case and client count.")] = 600,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,32",
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds at each client count.")] = 3,
+    cases: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated cases (default: all): default, asyncio-h11, tracing-on, "
+            "access-log-on, no-request-metrics, no-model-metrics, no-disconnect-watch, redaction-on, "
+            "no-log, no-novelty, no-monitoring, all-off, lean, bare."
+        ),
+    ] = None,
+) -> None:
+    """Serve the champion with each layer of the request path switched off (or on) in turn,
+    beside a lean ASGI route, a bare one and the in-process ceiling: CPU per request of each."""
+    quiet_libraries()
+    from bench.path import PATH_CASES, REFERENCES, parse_cases, run_path
+
+    levels = _client_counts(concurrency)
+    output = run_path(
+        ServiceSettings(),
+        TrainingSettings().resolve_data_source(),
+        cases=parse_cases(cases) if cases else (*PATH_CASES, *REFERENCES),
         concurrency=levels,
         requests=requests,
         rounds=min(rounds, requests),

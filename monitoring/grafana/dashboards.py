@@ -118,6 +118,23 @@ def service_dashboard() -> Dashboard:
             query("sum(emotion_prediction_log_queue_depth)", "queued rows"),
             query("sum(increase(emotion_prediction_log_write_failures_total[5m]))", "failed writes (5m)"),
         ),
+        panel(
+            timeseries,
+            "Served against the model's in-process rate",
+            query("emotion:served_texts:rate5m", "served texts/s"),
+            query("emotion:in_process_texts:rate5m", "in-process texts/s (the model alone)"),
+            unit="short",
+            description="Texts answered per second, and what the workers' models could compute per second "
+            "at the same batch sizes (texts per forward-pass second, times the workers).",
+        ),
+        panel(
+            timeseries,
+            "Served / in-process (model busy share)",
+            query("emotion:served_to_in_process:ratio_rate5m", "served / in-process"),
+            unit="percentunit",
+            description="Share of the workers' time in forward passes. At saturation (p95 climbing), "
+            "the rest is the request path: HTTP, validation, metrics, the log (emotion-ops bench path).",
+        ),
     )
 
 

@@ -149,3 +149,56 @@ def test_the_drift_bench_measures_power_and_false_alarms(
     assert all(0 <= row["500:0.05"] <= 1 for row in grid)
     markdown = (run / "drift.md").read_text()
     assert "| window rows | Reddit share | flagged |" in markdown and "| representation | score |" in markdown
+
+
+def test_the_path_bench_measures_each_layer_beside_lean_and_bare_routes(registry_copy):
+    result = cli(
+        "bench", "path", "--requests", "20", "--rounds", "1", "--concurrency", "1,2",
+        "--cases", "asyncio-h11,no-request-metrics,no-disconnect-watch,lean,bare",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run,) = [path for path in (registry_copy / "bench").iterdir() if path.name.endswith("-path")]
+    results = json.loads((run / "results.json").read_text())
+    names = ("default", "asyncio-h11", "no-request-metrics", "no-disconnect-watch", "lean", "bare")
+    assert {(row["case"], row["concurrency"]) for row in results["load"]} == {
+        (name, level) for name in names for level in (1, 2)
+    }
+    assert results["cases"]["no-request-metrics"] == {"EMOTION_REQUEST_PATH_ABLATION": "request-metrics"}
+    assert results["cases"]["asyncio-h11"]["PYTHONPATH"].endswith("hidden")
+    for row in results["load"]:
+        # Process CPU is counted in clock ticks (10 ms): a few requests may read as none.
+        assert row["errors"] == 0 and row["requests"] == 20 and row["server_cpu_ms"] >= 0, row
+        assert row["client_cpu_ms"] >= 0 and row["vs_ceiling"] > 0
+        # No /metrics of ours (BentoML serves none with its metrics off): the model's share is unknown.
+        if row["case"] in ("lean", "bare", "no-request-metrics"):
+            assert row["model_cpu_ms"] is None and row["outside_model_cpu_ms"] is None
+        else:  # the service's forward passes, from its own /metrics (thread CPU, in ns)
+            assert row["model_cpu_ms"] > 0
+            assert row["outside_model_cpu_ms"] == round(row["server_cpu_ms"] - row["model_cpu_ms"], 3)
+    assert all(value > 0 for value in results["validation_us"].values())
+    table = (run / "results.md").read_text()
+    assert "| case | clients | req/s |" in table and "| parse /predict's body |" in table
+
+
+def test_the_path_bench_hides_the_fast_loop_and_parser(tmp_path):
+    import subprocess
+    import sys
+
+    from bench.path import hide_modules
+
+    hidden = hide_modules(tmp_path / "hidden")
+    # What uvicorn's "auto" picks (BentoML passes no loop or parser of its own).
+    probe = "import uvicorn.protocols.http.auto as http; print(http.AutoHTTPProtocol.__name__)"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    hid = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(hidden)},
+    )  # fmt: skip
+    assert shown.stdout.split()[0] == "HttpToolsProtocol"  # installed: what the service runs
+    assert hid.stdout.split()[0] == "H11Protocol"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", "import uvloop"], env={**os.environ, "PYTHONPATH": str(hidden)}
+        ).returncode
+        != 0
+    )
