@@ -104,6 +104,21 @@ def hide_modules(folder: Path, names: tuple[str, ...] = HIDDEN_FAST_PATH) -> Pat
     return folder
 
 
+def interpreter_for(checkout: Path, folder: Path) -> str:
+    """A Python that imports ``checkout``'s code with this environment's packages: a bare venv
+    whose one .pth names this interpreter's site-packages, so this checkout's editable install
+    (a finder that would win over any path) is not loaded there."""
+    import site
+    import venv
+
+    if not (checkout / "service" / "service.py").is_file():
+        raise ValueError(f"--against: {checkout} is not a checkout of this project (no service/service.py)")
+    venv.EnvBuilder(with_pip=False).create(folder)
+    packages = next(Path(path) for path in site.getsitepackages() if path.endswith("site-packages"))
+    (next(folder.glob("lib/python*/site-packages")) / "emotion-ops-bench.pth").write_text(f"{packages}\n")
+    return str(folder / "bin" / "python")
+
+
 def serve_reference(mode: str, bundle, runtime: str, precision: str, work: Path):
     """``bench/lean_server.py`` in ``mode`` on a free loopback port: (context manager, URL)."""
     port = free_port()
@@ -185,9 +200,11 @@ def run_path(
     ceiling_texts: int = 1024,
     output_root: Path | None = None,
     progress=print,
+    against: Path | None = None,
 ) -> Path:
     """Serve the champion once per case of ``cases`` side by side under the same interleaved
-    load; returns the folder with results.json and results.md."""
+    load; returns the folder with results.json and results.md. ``against`` (another checkout,
+    an earlier commit's) adds its service with its defaults as the case ``before``."""
     bundle = load_bundle(connect(settings), settings)
     test = load_emotion_dataset(data_source, splits=("test",)).splits["test"]
     texts = test["text"].tolist()
@@ -207,6 +224,9 @@ def run_path(
     hidden = hide_modules(work / "hidden")
     served = [path_case(name, runtime, precision, hidden) for name in cases if name in PATH_CASES]
     references = [Case(name, runtime, precision, monitoring=False) for name in cases if name in REFERENCES]
+    if against is not None:
+        python = interpreter_for(against.resolve(), work / "before-venv")
+        served.append(Case("before", runtime, precision, code_root=str(against.resolve()), python=python))
 
     def start(case: Case):
         if case.name in REFERENCES:
@@ -241,6 +261,7 @@ def run_path(
         "rounds": rounds,
         "load_seconds": round(time.perf_counter() - started, 1),
         "cases": {case.name: dict(case.env) for case in served},
+        "against": None if against is None else str(against.resolve()),
         "load": rows,
         "validation_us": validation_costs(texts, list(bundle.labels)),
     }

@@ -256,6 +256,7 @@ def to_markdown(results: dict) -> str:
             f"{r['vs_ceiling']:.0%} | {'' if overhead is None else f'{overhead:.1%}'} | "
             f"{'' if novelty is None else f'{novelty:.1%}'} |"
         )
+    lines += served_to_ceiling(results)
     if results["drift"]:
         lines += [
             "",
@@ -282,6 +283,37 @@ def to_markdown(results: dict) -> str:
     if results.get("models"):
         lines += ["", *models_table(results)]
     return "\n".join(lines) + "\n"
+
+
+def served_to_ceiling(results: dict) -> list[str]:
+    """The headline: the served default at the most clients against its in-process ceiling,
+    and where each request's CPU went (the server's processes, its model, the load client's)."""
+    runtime, precision = results["served"].split("-")
+    high = max(results["concurrency"])
+    row = next(
+        (
+            r
+            for r in results["load"]
+            if (r["case"], r["runtime"], r["precision"], r["concurrency"])
+            == ("bentoml", runtime, precision, high)
+        ),
+        None,
+    )
+    if row is None:
+        return []
+    ceiling = results["compute_ceiling"][results["served"]]["texts_per_s"]
+    line = (
+        f"Served to ceiling: the default ({results['served']}) at {high} clients answered "
+        f"{row['req_per_s']} req/s against {ceiling} texts/s in-process: **{row['vs_ceiling']:.0%}** "
+        "(target ≥ 80 %)."
+    )
+    if row.get("model_cpu_ms") is not None:
+        line += (
+            f" CPU per request: the server's processes {row['server_cpu_ms']} ms, of which the model "
+            f"{row['model_cpu_ms']} ms and the request path {row['outside_model_cpu_ms']} ms (target "
+            f"≤ 0.8 ms); the load client, on the same cores, {row['client_cpu_ms']} ms."
+        )
+    return ["", line]
 
 
 def models_table(results: dict) -> list[str]:

@@ -35,6 +35,9 @@ class Case:
     spinning: bool | None = None
     shadow_share: float | None = None  # None: the service's default
     env: tuple[tuple[str, str], ...] = ()  # more of the server's environment (bench path's layers)
+    # Another checkout's service (bench path --against) and the interpreter that imports it.
+    code_root: str | None = None
+    python: str | None = None
 
     @property
     def variant(self) -> str:
@@ -64,6 +67,9 @@ def serve_case(settings: ServiceSettings, work: Path, case: Case, log_url: str |
     and its own prediction log (``log_url``, default a new SQLite file in ``work``)."""
     port = free_port()
     command, serve_env = serve_command(settings.model_copy(update={"port": port, "host": "127.0.0.1"}))
+    if case.code_root is not None and case.python is not None:
+        command = [case.python, *command[1:]]
+        command[command.index("--working-dir") + 1] = case.code_root
     env = {
         **serve_env,
         "EMOTION_HOST": "127.0.0.1",

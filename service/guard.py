@@ -182,41 +182,45 @@ class RequestGuard:
             await send({"type": "http.response.body", "body": body})
             return None
 
-        async def watch_for_disconnect():
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            disconnected.set()
-
         # A client that hangs up cancels its request, so texts nobody waits for are never
-        # computed (the batcher drops cancelled requests from its queue).
-        held: dict = {}
-        if not self.watch_disconnects:  # measured only (emotion-ops bench path): runs it inline
-            token = _ERROR_MESSAGE.set(held)
+        # computed (the batcher drops cancelled requests from its queue). The handler runs in
+        # this task and one watcher task cancels it: a second task per request and
+        # asyncio.wait cost more of the event loop's time (docs/performance.md, bench path).
+        current = asyncio.current_task()
+        hung_up = False
+
+        async def watch_for_disconnect():
+            nonlocal hung_up
             try:
-                return await self.app(scope, replay_receive, counting_send)
-            finally:
-                _ERROR_MESSAGE.reset(token)
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # the server cannot say: serve the request to its end
+                return
+            disconnected.set()
+            hung_up = True
+            current.cancel()
+
+        held: dict = {}
         token = _ERROR_MESSAGE.set(held)
+        watching = self.watch_disconnects and current is not None
+        watcher = asyncio.ensure_future(watch_for_disconnect()) if watching else None
         try:
-            handler = asyncio.ensure_future(self.app(scope, replay_receive, counting_send))
-        finally:
-            _ERROR_MESSAGE.reset(token)
-        watcher = asyncio.ensure_future(watch_for_disconnect())
-        try:
-            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            # This request itself was cancelled (BentoML's timeout, shutdown): so is its handler.
-            await _cancelled(handler)
+            return await self.app(scope, replay_receive, counting_send)
+        except asyncio.CancelledError:
+            # Ours alone (the client hung up): the request ends here. Anyone else's (BentoML's
+            # timeout, shutdown) goes on up.
+            if hung_up and current is not None and current.uncancel() == 0:
+                return None
+            raise
+        except Exception:
+            if error_start is not None and not error_body:
+                # The app failed after starting an error response we held: answer it in our shape.
+                await _reply(send, 500, "internal error; see the server log")
             raise
         finally:
-            watcher.cancel()
-        if not handler.done():  # the client hung up
-            await _cancelled(handler)
-            return None
-        if handler.exception() is not None and error_start is not None and not error_body:
-            # The app failed after starting an error response we held: answer it in our shape.
-            await _reply(send, 500, "internal error; see the server log")
-        return handler.result()
+            _ERROR_MESSAGE.reset(token)
+            if watcher is not None:
+                watcher.cancel()
 
     def _matching_key(self, given: bytes) -> str | None:
         # Every key is compared, each with compare_digest: the time taken says nothing about
@@ -226,19 +230,6 @@ class RequestGuard:
             if hmac.compare_digest(given, key):
                 matched = name
         return matched
-
-
-async def _cancelled(task: asyncio.Task) -> None:
-    """Cancel ``task`` and wait for it to end, without swallowing our own cancellation."""
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():  # we are being cancelled too
-            raise
-    except Exception:  # the task's failure on its way out; it was cancelled on purpose
-        pass
 
 
 def _one_error_shape(start: dict, body: bytes, message: str | None) -> tuple[dict, bytes]:

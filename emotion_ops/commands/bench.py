@@ -3,6 +3,7 @@ path, bench shadow, bench loop, bench drift, and soak. Each is a thin layer over
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -123,6 +124,13 @@ def bench_path(
             "no-log, no-novelty, no-monitoring, all-off, lean, bare."
         ),
     ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another checkout of this project (an earlier commit's: git worktree add DIR COMMIT) "
+            "whose service is served beside, with its defaults, as the case 'before'."
+        ),
+    ] = None,
 ) -> None:
     """Serve the champion with each layer of the request path switched off (or on) in turn,
     beside a lean ASGI route, a bare one and the in-process ceiling: CPU per request of each."""
@@ -138,6 +146,7 @@ def bench_path(
         requests=requests,
         rounds=min(rounds, requests),
         progress=typer.echo,
+        against=against,
     )
     typer.echo((output / "results.md").read_text())
     typer.echo(f"results: {output / 'results.json'}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
+from bench.servers import PROJECT_ROOT
 from core.registry import connect
 from core.settings import TrainingSettings
 from tests.utils.cli import cli
@@ -72,6 +74,13 @@ def test_bench_runs_every_case_and_writes_the_tables(registry_copy, monkeypatch)
     assert "| student (v2) | 1 x 32 | bentoml-student onnx-int8 |" in table
     assert "| seeds' size, random weights | 2 x 64 | baseline-seed-size torch-fp32 |" in table
     assert "Student vs teacher, same run: req/s at 2 clients" in table
+    assert "Served to ceiling: the default (onnx-int8) at 2 clients answered" in table
+    default = next(
+        r
+        for r in results["load"]
+        if (r["case"], r["precision"], r["concurrency"]) == ("bentoml", "int8", 2) and r["runtime"] == "onnx"
+    )
+    assert default["model_cpu_ms"] > 0 and "the request path" in table
     # The temporary alias that served the student is gone again.
     client = connect(TrainingSettings())
     assert set(client.get_registered_model("emotion-classifier").aliases) == {"champion", "challenger"}
@@ -151,26 +160,36 @@ def test_the_drift_bench_measures_power_and_false_alarms(
     assert "| window rows | Reddit share | flagged |" in markdown and "| representation | score |" in markdown
 
 
-def test_the_path_bench_measures_each_layer_beside_lean_and_bare_routes(registry_copy):
+def test_the_path_bench_measures_each_layer_beside_lean_and_bare_routes(registry_copy, tmp_path):
+    # "An earlier commit": a copy of this checkout's code, served from there as the case 'before'.
+    before = tmp_path / "before"
+    for package in ("core", "service", "monitoring", "training", "emotion_ops"):
+        shutil.copytree(
+            PROJECT_ROOT / package, before / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    # Its forward metric renamed: the bench then finds none there, which shows the copy served.
+    metrics = before / "service" / "metrics.py"
+    metrics.write_text(metrics.read_text().replace("emotion_forward_cpu_seconds", "emotion_copy_cpu_seconds"))
     result = cli(
         "bench", "path", "--requests", "20", "--rounds", "1", "--concurrency", "1,2",
-        "--cases", "asyncio-h11,no-request-metrics,no-disconnect-watch,lean,bare",
+        "--cases", "asyncio-h11,no-request-metrics,no-disconnect-watch,lean,bare", "--against", str(before),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     (run,) = [path for path in (registry_copy / "bench").iterdir() if path.name.endswith("-path")]
     results = json.loads((run / "results.json").read_text())
-    names = ("default", "asyncio-h11", "no-request-metrics", "no-disconnect-watch", "lean", "bare")
+    names = ("default", "asyncio-h11", "no-request-metrics", "no-disconnect-watch", "before", "lean", "bare")
     assert {(row["case"], row["concurrency"]) for row in results["load"]} == {
         (name, level) for name in names for level in (1, 2)
     }
     assert results["cases"]["no-request-metrics"] == {"EMOTION_REQUEST_PATH_ABLATION": "request-metrics"}
     assert results["cases"]["asyncio-h11"]["PYTHONPATH"].endswith("hidden")
+    assert results["against"] == str(before.resolve())
     for row in results["load"]:
         # Process CPU is counted in clock ticks (10 ms): a few requests may read as none.
         assert row["errors"] == 0 and row["requests"] == 20 and row["server_cpu_ms"] >= 0, row
         assert row["client_cpu_ms"] >= 0 and row["vs_ceiling"] > 0
         # No /metrics of ours (BentoML serves none with its metrics off): the model's share is unknown.
-        if row["case"] in ("lean", "bare", "no-request-metrics"):
+        if row["case"] in ("lean", "bare", "no-request-metrics", "before"):
             assert row["model_cpu_ms"] is None and row["outside_model_cpu_ms"] is None
         else:  # the service's forward passes, from its own /metrics (thread CPU, in ns)
             assert row["model_cpu_ms"] > 0
