@@ -121,8 +121,23 @@ shadow_predictions = sa.Table(
 
 def create_schema(engine: Engine) -> None:
     """Every table of the store, where missing (one schema: the log and the report index), and
-    the nullable columns a later release added to a table made before it."""
-    metadata.create_all(engine)
+    the nullable columns a later release added to a table made before it.
+
+    Workers (or pods) start together and each checks, then creates: a CREATE can find
+    another's table made in between ("table ... already exists"). Then it tries again, as long
+    as each failure found more tables made by someone else; a failure that is not that race
+    fails the same way with nothing new made, and is raised.
+    """
+    present = -1
+    while True:
+        try:
+            metadata.create_all(engine)
+            break
+        except sa.exc.DBAPIError:
+            now = len(set(sa.inspect(engine).get_table_names()) & set(metadata.tables))
+            if now <= present:
+                raise
+            present = now
     _add_missing_columns(engine)
 
 

@@ -340,3 +340,44 @@ def test_a_table_from_before_novelty_gets_its_columns_and_old_rows_read_null(old
     assert store.predictions.get("old")["novelty"] is None
     engine.dispose()
     Store.open(url)  # a second start finds the columns there and adds nothing
+
+
+def _create_at_once(url: str, starters: int = 6) -> list[BaseException]:
+    """``starters`` stores (a worker's or pod's each) making the schema at the same moment."""
+    import threading
+
+    from core.store.schema import create_schema, create_store_engine
+
+    engines = [create_store_engine(url) for _ in range(starters)]
+    barrier, failures = threading.Barrier(starters), []
+
+    def start(engine) -> None:
+        barrier.wait()
+        try:
+            create_schema(engine)
+        except BaseException as error:  # what the worker would have logged at start
+            failures.append(error)
+
+    threads = [threading.Thread(target=start, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for engine in engines:
+        engine.dispose()
+    return failures
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_workers_starting_together_all_get_the_schema(backend, tmp_path):
+    # Two workers on one SQLite file used to log "table feedback_pending already exists".
+    from contextlib import nullcontext
+
+    database = (
+        nullcontext(f"sqlite:///{tmp_path / 'log.db'}") if backend == "sqlite" else fresh_postgres_database()
+    )
+    with database as url:
+        assert _create_at_once(url) == []
+        engine = sa.create_engine(url)
+        assert {"predictions", "feedback_pending"} <= set(sa.inspect(engine).get_table_names())
+        engine.dispose()
