@@ -144,9 +144,10 @@ def interleaved_load(
                 meter.begin()
             client_before = time.process_time()
             results[case].add(*asyncio.run(closed_loop(f"{url}/predict", texts, concurrency, count, sent)))
+            client = time.process_time() - client_before  # before the meter's own /metrics read
             if meter is not None:
                 server, model = meter.end()
-                results[case].add_cpu(server, model, time.process_time() - client_before)
+                results[case].add_cpu(server, model, client)
             if settle is not None:
                 settle(url)
         sent += count

@@ -213,6 +213,9 @@ class RequestGuard:
                 return None
             raise
         except Exception:
+            if hung_up and current is not None:  # the app turned our cancel into an error: nobody waits
+                current.uncancel()
+                return None
             if error_start is not None and not error_body:
                 # The app failed after starting an error response we held: answer it in our shape.
                 await _reply(send, 500, "internal error; see the server log")
