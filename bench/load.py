@@ -31,6 +31,8 @@ class LoadResult:
     server_cpu_s: float | None = None
     model_cpu_s: float | None = None
     client_cpu_s: float = 0.0
+    cpu_turns: int = 0
+    model_cpu_turns: int = 0  # turns whose forward CPU was read: a row's model CPU needs all
 
     def add(self, latencies: list[float], errors: int, seconds: float) -> None:
         self.requests += len(latencies) + errors
@@ -40,8 +42,10 @@ class LoadResult:
 
     def add_cpu(self, server: float, model: float | None, client: float) -> None:
         self.server_cpu_s = (self.server_cpu_s or 0.0) + server
-        if model is not None:
+        self.cpu_turns += 1
+        if model is not None:  # a failed /metrics read: the row's model share is unknown, not less
             self.model_cpu_s = (self.model_cpu_s or 0.0) + model
+            self.model_cpu_turns += 1
         self.client_cpu_s += client
 
     @property
@@ -74,7 +78,8 @@ class LoadResult:
             return {}
         per = 1000 / (self.requests - self.errors)
         server = self.server_cpu_s * per
-        model = None if self.model_cpu_s is None else self.model_cpu_s * per
+        known = self.model_cpu_s is not None and self.model_cpu_turns == self.cpu_turns
+        model = self.model_cpu_s * per if known and self.model_cpu_s is not None else None
         return {
             "server_cpu_ms": round(server, 3),
             "model_cpu_ms": None if model is None else round(model, 3),

@@ -90,7 +90,9 @@ def path_case(name: str, runtime: str, precision: str, hidden_dir: Path) -> Case
     if changes.pop("hide", None):
         env["PYTHONPATH"] = str(hidden_dir)
     env.update(changes)
-    return Case(name, runtime, precision, env=tuple(sorted(env.items())))
+    # No shadow: its scoring runs after the answers, in whichever turn comes next, and is not
+    # the request path ('bench shadow' measures it).
+    return Case(name, runtime, precision, env=tuple(sorted(env.items())), shadow_share=0.0)
 
 
 def hide_modules(folder: Path, names: tuple[str, ...] = HIDDEN_FAST_PATH) -> Path:
@@ -111,12 +113,23 @@ def interpreter_for(checkout: Path, folder: Path) -> str:
     import site
     import venv
 
+    check_checkout(checkout)
+    packages = [Path(path) for path in site.getsitepackages() if path.endswith("site-packages")]
+    if not packages:
+        raise ValueError("--against needs this Python's site-packages to lend the other checkout; none found")
+    try:
+        venv.EnvBuilder(with_pip=False).create(folder)
+        (site_packages,) = folder.glob("lib/python*/site-packages")
+        (site_packages / "emotion-ops-bench.pth").write_text(f"{packages[0]}\n")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--against: could not make a Python for {checkout} in {folder}: {error}") from error
+    return str(folder / "bin" / "python")
+
+
+def check_checkout(checkout: Path) -> None:
+    """Refuse, before anything is measured, what is not a checkout of this project."""
     if not (checkout / "service" / "service.py").is_file():
         raise ValueError(f"--against: {checkout} is not a checkout of this project (no service/service.py)")
-    venv.EnvBuilder(with_pip=False).create(folder)
-    packages = next(Path(path) for path in site.getsitepackages() if path.endswith("site-packages"))
-    (next(folder.glob("lib/python*/site-packages")) / "emotion-ops-bench.pth").write_text(f"{packages}\n")
-    return str(folder / "bin" / "python")
 
 
 def serve_reference(mode: str, bundle, runtime: str, precision: str, work: Path):
@@ -205,6 +218,8 @@ def run_path(
     """Serve the champion once per case of ``cases`` side by side under the same interleaved
     load; returns the folder with results.json and results.md. ``against`` (another checkout,
     an earlier commit's) adds its service with its defaults as the case ``before``."""
+    if against is not None:
+        check_checkout(against.resolve())
     bundle = load_bundle(connect(settings), settings)
     test = load_emotion_dataset(data_source, splits=("test",)).splits["test"]
     texts = test["text"].tolist()
@@ -226,7 +241,8 @@ def run_path(
     references = [Case(name, runtime, precision, monitoring=False) for name in cases if name in REFERENCES]
     if against is not None:
         python = interpreter_for(against.resolve(), work / "before-venv")
-        served.append(Case("before", runtime, precision, code_root=str(against.resolve()), python=python))
+        root = str(against.resolve())
+        served.append(Case("before", runtime, precision, code_root=root, python=python, shadow_share=0.0))
 
     def start(case: Case):
         if case.name in REFERENCES:
@@ -238,7 +254,12 @@ def run_path(
         [*served, *references], start, texts, concurrency, requests, rounds, progress
     )
     rows = [
-        {**result.row(), "rss_mb": memory[result.case], "vs_ceiling": ratio(result.throughput, in_process)}
+        {
+            **result.row(),
+            "rss_mb": memory[result.case],
+            # bare runs no model: its rate is the HTTP floor's, not a share of the model's ceiling
+            "vs_ceiling": None if result.case.name == "bare" else ratio(result.throughput, in_process),
+        }
         for result in loads
     ]
     for row in rows:
@@ -291,9 +312,10 @@ def path_markdown(results: dict) -> str:
         return "" if value is None else f"{value}{suffix}"
 
     for r in sorted(results["load"], key=lambda r: r["concurrency"]):
+        share = "" if r["vs_ceiling"] is None else format(r["vs_ceiling"], ".0%")
         lines.append(
             f"| {r['case']} | {r['concurrency']} | {r['req_per_s']} | {r['vs_default']}x | "
-            f"{r['vs_ceiling']:.0%} | {r['p50_ms']} | {r['p99_ms']} | {cell(r.get('server_cpu_ms'))} | "
+            f"{share} | {r['p50_ms']} | {r['p99_ms']} | {cell(r.get('server_cpu_ms'))} | "
             f"{cell(r.get('model_cpu_ms'))} | {cell(r.get('outside_model_cpu_ms'))} | "
             f"{'' if r['cpu_ms_vs_default'] is None else format(r['cpu_ms_vs_default'], '+.3f')} | "
             f"{cell(r.get('client_cpu_ms'))} | {r['errors']} |"

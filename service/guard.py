@@ -161,10 +161,13 @@ class RequestGuard:
             return {"type": "http.disconnect"}
 
         error_start: dict | None = None
+        answered = False
         error_body: list[bytes] = []
 
         async def counting_send(message):
-            nonlocal error_start
+            nonlocal error_start, answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True  # from here a disconnect is the connection ending, not a hang-up
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if status < 400:
@@ -189,7 +192,7 @@ class RequestGuard:
         current = asyncio.current_task()
         hung_up = False
 
-        async def watch_for_disconnect():
+        async def watch_for_disconnect(handler: asyncio.Task):
             nonlocal hung_up
             try:
                 while (await receive())["type"] != "http.disconnect":
@@ -197,13 +200,17 @@ class RequestGuard:
             except Exception:  # the server cannot say: serve the request to its end
                 return
             disconnected.set()
-            hung_up = True
-            current.cancel()
+            # Servers say 'disconnect' once the response is complete too (uvicorn does): the app
+            # may still be at work after its last byte (logging, metrics), and that must finish.
+            if not answered:
+                hung_up = True
+                handler.cancel()
 
         held: dict = {}
         token = _ERROR_MESSAGE.set(held)
-        watching = self.watch_disconnects and current is not None
-        watcher = asyncio.ensure_future(watch_for_disconnect()) if watching else None
+        watcher = None
+        if self.watch_disconnects and current is not None:
+            watcher = asyncio.ensure_future(watch_for_disconnect(current))
         try:
             return await self.app(scope, replay_receive, counting_send)
         except asyncio.CancelledError:

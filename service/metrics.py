@@ -68,7 +68,9 @@ FORWARD_CPU_SECONDS = Counter(
     "CPU seconds of the forward thread in those passes (the model's whole cost with one "
     "intra-op thread per worker, the default).",
 )
-WORKERS = Gauge("emotion_workers", "Worker processes serving the model.", multiprocess_mode="livesum")
+# Each worker states the configured count (max over workers): a sum of ones would go on counting
+# a crashed worker, whose gauge file stays behind unless someone marks its process dead.
+WORKERS = Gauge("emotion_workers", "Worker processes serving the model.", multiprocess_mode="livemax")
 LOG_DROPPED = Counter(
     "emotion_prediction_log_dropped_rows_total",
     "Rows neither written nor spooled (the spool was full or the disk refused them).",

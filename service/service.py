@@ -179,7 +179,13 @@ class EmotionService:
         if self.settings.monitoring:
             self.shadow.start()
         self._count_predictions = "model-metrics" not in self.settings.request_path_ablation
-        WORKERS.set(1)
+        if self.settings.request_path_ablation:
+            log.warning(
+                "EMOTION_REQUEST_PATH_ABLATION switches off %s: for emotion-ops bench path only, "
+                "unset it in production",
+                ", ".join(sorted(self.settings.request_path_ablation)),
+            )
+        WORKERS.set(self.settings.workers)
         self._document: tuple[tuple[str, ...], dict] | None = None
         self._schema_ready = False
         self._ticket_secret = console.ticket_secret(self.settings.keys_with_roles())

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from bench.servers import PROJECT_ROOT
 from core.registry import connect
 from core.settings import TrainingSettings
@@ -111,6 +113,8 @@ def test_bench_rejects_bad_options(isolated_env):
         (("bench", "threads", "--layouts", "0x1"), "at least one worker"),
         (("bench", "threads", "--layouts", "2x1,2x1"), "names 2x1 twice"),
         (("bench", "--seed-size", "6x200"), "does not split into 3 equal heads"),
+        (("bench", "path", "--against", "/nowhere"), "/nowhere is not a checkout of this project"),
+        (("bench", "path", "--cases", "default,fast"), "unknown case(s) ['fast']"),
     ]:
         result = cli(*args)
         assert result.exit_code == 2 and message in result.output, result.output
@@ -187,13 +191,15 @@ def test_the_path_bench_measures_each_layer_beside_lean_and_bare_routes(registry
     for row in results["load"]:
         # Process CPU is counted in clock ticks (10 ms): a few requests may read as none.
         assert row["errors"] == 0 and row["requests"] == 20 and row["server_cpu_ms"] >= 0, row
-        assert row["client_cpu_ms"] >= 0 and row["vs_ceiling"] > 0
+        assert row["client_cpu_ms"] >= 0
+        assert row["vs_ceiling"] is None if row["case"] == "bare" else row["vs_ceiling"] > 0
         # No /metrics of ours (BentoML serves none with its metrics off): the model's share is unknown.
         if row["case"] in ("lean", "bare", "no-request-metrics", "before"):
             assert row["model_cpu_ms"] is None and row["outside_model_cpu_ms"] is None
         else:  # the service's forward passes, from its own /metrics (thread CPU, in ns)
             assert row["model_cpu_ms"] > 0
-            assert row["outside_model_cpu_ms"] == round(row["server_cpu_ms"] - row["model_cpu_ms"], 3)
+            outside = row["server_cpu_ms"] - row["model_cpu_ms"]
+            assert row["outside_model_cpu_ms"] == pytest.approx(outside, abs=0.002)  # each rounded
     assert all(value > 0 for value in results["validation_us"].values())
     table = (run / "results.md").read_text()
     assert "| case | clients | req/s |" in table and "| parse /predict's body |" in table
@@ -221,3 +227,21 @@ def test_the_path_bench_hides_the_fast_loop_and_parser(tmp_path):
         ).returncode
         != 0
     )
+
+
+def test_a_row_whose_forward_cpu_went_unread_in_any_turn_states_no_model_share():
+    from bench.load import LoadResult
+    from bench.servers import Case
+
+    read, unread = (
+        LoadResult(Case("default", "onnx", "int8"), 1),
+        LoadResult(Case("default", "onnx", "int8"), 1),
+    )
+    for result, second_turn_model in ((read, 0.2), (unread, None)):
+        result.add([5.0] * 10, 0, 1.0)
+        result.add_cpu(0.05, 0.03, 0.004)
+        result.add([5.0] * 10, 0, 1.0)
+        result.add_cpu(0.05, second_turn_model, 0.004)
+    assert read.cpu_row()["model_cpu_ms"] == pytest.approx(11.5)  # (0.03 + 0.2) s over 20 requests
+    assert unread.cpu_row()["model_cpu_ms"] is None and unread.cpu_row()["outside_model_cpu_ms"] is None
+    assert unread.cpu_row()["server_cpu_ms"] == pytest.approx(5.0)  # the server's own still counts

@@ -381,3 +381,50 @@ def test_workers_starting_together_all_get_the_schema(backend, tmp_path):
         engine = sa.create_engine(url)
         assert {"predictions", "feedback_pending"} <= set(sa.inspect(engine).get_table_names())
         engine.dispose()
+
+
+def test_a_create_that_finds_another_workers_tables_tries_again(tmp_path, monkeypatch):
+    # The race, made to happen every time: another worker makes two tables between our check
+    # and our CREATE, which then fails as SQLite says it.
+    from core.store import schema
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine, other = sa.create_engine(url), sa.create_engine(url)
+    real_create_all, calls = schema.metadata.create_all, []
+
+    def create_all(bind, **kwargs):
+        calls.append(bind)
+        if len(calls) == 1:
+            real_create_all(
+                other,
+                tables=[schema.metadata.tables["predictions"], schema.metadata.tables["feedback_pending"]],
+            )
+            raise sa.exc.OperationalError(
+                "CREATE TABLE feedback_pending", {}, Exception("table feedback_pending already exists")
+            )
+        return real_create_all(bind, **kwargs)
+
+    monkeypatch.setattr(schema.metadata, "create_all", create_all)
+    schema.create_schema(engine)
+    assert len(calls) == 2
+    assert set(schema.metadata.tables) <= set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+    other.dispose()
+
+
+def test_a_create_that_fails_without_anyone_making_tables_is_raised(tmp_path, monkeypatch):
+    from core.store import schema
+
+    engine, calls = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}"), []
+
+    def create_all(bind, **kwargs):  # a disk that refuses, a role without CREATE: never the race
+        calls.append(bind)
+        raise sa.exc.OperationalError(
+            "CREATE TABLE predictions", {}, Exception("attempt to write a readonly database")
+        )
+
+    monkeypatch.setattr(schema.metadata, "create_all", create_all)
+    with pytest.raises(sa.exc.OperationalError, match="readonly"):
+        schema.create_schema(engine)
+    assert len(calls) == 2  # once, then once more to see whether anyone else made progress
+    engine.dispose()

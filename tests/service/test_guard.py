@@ -124,3 +124,67 @@ def test_without_the_watcher_a_request_is_answered_the_same(watch):
         assert [m.get("status") for m in client.sent] == [200, None]
 
     run(scenario())
+
+
+class ServerThatEndsAfterTheResponse(Client):
+    """Like uvicorn: once the response is complete, receive() says 'disconnect'."""
+
+    async def send(self, message: dict) -> None:
+        await super().send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.gone.set()
+
+
+def test_work_after_the_last_byte_is_not_cancelled_by_the_connection_ending():
+    finished = asyncio.Event()
+
+    async def answers_then_logs(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        await asyncio.sleep(0.02)  # the store's write, the metrics: after the client has its answer
+        finished.set()
+
+    async def scenario():
+        client = ServerThatEndsAfterTheResponse()
+        await RequestGuard(answers_then_logs)(SCOPE, client.receive, client.send)
+        assert finished.is_set()
+        assert [m.get("status") for m in client.sent] == [200, None]
+
+    run(scenario())
+
+
+def test_after_a_hang_up_the_task_carries_no_pending_cancellation():
+    async def waits_forever(scope, receive, send):
+        await asyncio.Event().wait()
+
+    async def request_then_more_work(client):
+        assert await RequestGuard(waits_forever)(SCOPE, client.receive, client.send) is None
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        await asyncio.sleep(0.01)  # would raise CancelledError if a cancel were still pending
+        return "went on"
+
+    async def scenario():
+        client = Client()
+        request = asyncio.ensure_future(request_then_more_work(client))
+        await asyncio.sleep(0.01)
+        client.gone.set()
+        assert await asyncio.wait_for(request, 2) == "went on"
+
+    run(scenario())
+
+
+def test_a_hang_up_together_with_someone_elses_cancel_still_goes_on_up():
+    async def waits_forever(scope, receive, send):
+        await asyncio.Event().wait()
+
+    async def scenario():
+        client = Client()
+        request = asyncio.ensure_future(RequestGuard(waits_forever)(SCOPE, client.receive, client.send))
+        await asyncio.sleep(0.01)
+        client.gone.set()
+        request.cancel()  # shutdown at the same moment: two cancels, only one of them ours
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    run(scenario())
