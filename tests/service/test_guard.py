@@ -81,7 +81,8 @@ def test_an_answered_request_is_sent_and_its_watcher_stops():
     run(scenario())
 
 
-def test_someone_elses_cancellation_goes_on_up():
+@pytest.mark.parametrize("client_hangs_up_too", [False, True])
+def test_someone_elses_cancellation_goes_on_up(client_hangs_up_too):
     async def waits_forever(scope, receive, send):
         await asyncio.Event().wait()
 
@@ -89,6 +90,8 @@ def test_someone_elses_cancellation_goes_on_up():
         client = Client()
         request = asyncio.ensure_future(RequestGuard(waits_forever)(SCOPE, client.receive, client.send))
         await asyncio.sleep(0.01)
+        if client_hangs_up_too:
+            client.gone.set()  # at the same moment: two cancels, only one of them ours
         request.cancel()  # BentoML's timeout, or shutdown
         with pytest.raises(asyncio.CancelledError):
             await request
@@ -170,21 +173,5 @@ def test_after_a_hang_up_the_task_carries_no_pending_cancellation():
         await asyncio.sleep(0.01)
         client.gone.set()
         assert await asyncio.wait_for(request, 2) == "went on"
-
-    run(scenario())
-
-
-def test_a_hang_up_together_with_someone_elses_cancel_still_goes_on_up():
-    async def waits_forever(scope, receive, send):
-        await asyncio.Event().wait()
-
-    async def scenario():
-        client = Client()
-        request = asyncio.ensure_future(RequestGuard(waits_forever)(SCOPE, client.receive, client.send))
-        await asyncio.sleep(0.01)
-        client.gone.set()
-        request.cancel()  # shutdown at the same moment: two cancels, only one of them ours
-        with pytest.raises(asyncio.CancelledError):
-            await request
 
     run(scenario())
