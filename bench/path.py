@@ -217,7 +217,7 @@ def run_path(
 ) -> Path:
     """Serve the champion once per case of ``cases`` side by side under the same interleaved
     load; returns the folder with results.json and results.md. ``against`` (another checkout,
-    an earlier commit's) adds its service with its defaults as the case ``before``."""
+    an earlier commit's) adds its service with its defaults, the shadow off, as the case ``before``."""
     if against is not None:
         check_checkout(against.resolve())
     bundle = load_bundle(connect(settings), settings)
@@ -229,6 +229,8 @@ def run_path(
     output = (output_root or settings.var_dir / "bench") / f"{stamp}-path"
     output.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=output))
+    # Made before anything is measured: a failure here costs seconds, not the ceiling's minutes.
+    python = None if against is None else interpreter_for(against.resolve(), work / "before-venv")
 
     progress(f"in-process ceiling on {variant}")
     pool = (texts * (ceiling_texts // len(texts) + 1))[:ceiling_texts]
@@ -240,7 +242,6 @@ def run_path(
     served = [path_case(name, runtime, precision, hidden) for name in cases if name in PATH_CASES]
     references = [Case(name, runtime, precision, monitoring=False) for name in cases if name in REFERENCES]
     if against is not None:
-        python = interpreter_for(against.resolve(), work / "before-venv")
         root = str(against.resolve())
         served.append(Case("before", runtime, precision, code_root=root, python=python, shadow_share=0.0))
 

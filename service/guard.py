@@ -166,7 +166,10 @@ class RequestGuard:
 
         async def counting_send(message):
             nonlocal error_start, answered
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
+            final = message["type"] == "http.response.pathsend" or (
+                message["type"] == "http.response.body" and not message.get("more_body", False)
+            )
+            if final:
                 answered = True  # from here a disconnect is the connection ending, not a hang-up
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -212,7 +215,10 @@ class RequestGuard:
         if self.watch_disconnects and current is not None:
             watcher = asyncio.ensure_future(watch_for_disconnect(current))
         try:
-            return await self.app(scope, replay_receive, counting_send)
+            await self.app(scope, replay_receive, counting_send)
+            if hung_up and current is not None:  # the app swallowed our cancel: take it back
+                current.uncancel()
+            return None
         except asyncio.CancelledError:
             # Ours alone (the client hung up): the request ends here. Anyone else's (BentoML's
             # timeout, shutdown) goes on up.

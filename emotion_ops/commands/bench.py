@@ -128,7 +128,7 @@ def bench_path(
         Path | None,
         typer.Option(
             help="Another checkout of this project (an earlier commit's: git worktree add DIR COMMIT) "
-            "whose service is served beside, with its defaults, as the case 'before'."
+            "whose service is served beside, with its defaults and the shadow off, as the case 'before'."
         ),
     ] = None,
 ) -> None:

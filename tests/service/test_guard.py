@@ -156,12 +156,21 @@ def test_work_after_the_last_byte_is_not_cancelled_by_the_connection_ending():
     run(scenario())
 
 
-def test_after_a_hang_up_the_task_carries_no_pending_cancellation():
-    async def waits_forever(scope, receive, send):
-        await asyncio.Event().wait()
+async def _waits_forever(scope, receive, send):
+    await asyncio.Event().wait()
 
+
+async def _swallows_the_cancel(scope, receive, send):
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        return None  # some apps end quietly on a cancel
+
+
+@pytest.mark.parametrize("app", [_waits_forever, _swallows_the_cancel])
+def test_after_a_hang_up_the_task_carries_no_pending_cancellation(app):
     async def request_then_more_work(client):
-        assert await RequestGuard(waits_forever)(SCOPE, client.receive, client.send) is None
+        assert await RequestGuard(app)(SCOPE, client.receive, client.send) is None
         task = asyncio.current_task()
         assert task is not None and task.cancelling() == 0
         await asyncio.sleep(0.01)  # would raise CancelledError if a cancel were still pending
@@ -173,5 +182,28 @@ def test_after_a_hang_up_the_task_carries_no_pending_cancellation():
         await asyncio.sleep(0.01)
         client.gone.set()
         assert await asyncio.wait_for(request, 2) == "went on"
+
+    run(scenario())
+
+
+def test_a_path_sent_response_is_answered_too():
+    finished = asyncio.Event()
+
+    async def sends_a_file(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/dev/null"})
+        await asyncio.sleep(0.02)
+        finished.set()
+
+    class EndsAfterPathsend(Client):
+        async def send(self, message: dict) -> None:
+            await super().send(message)
+            if message["type"] == "http.response.pathsend":
+                self.gone.set()
+
+    async def scenario():
+        client = EndsAfterPathsend()
+        await RequestGuard(sends_a_file)(SCOPE, client.receive, client.send)
+        assert finished.is_set()
 
     run(scenario())
